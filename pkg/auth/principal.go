@@ -1,0 +1,60 @@
+package auth
+
+import (
+	"context"
+	"slices"
+)
+
+// Kind of identity a principal stands for.
+const (
+	KindUser    = "user"
+	KindAgent   = "agent"
+	KindService = "service"
+)
+
+// Built-in roles.
+const (
+	RoleAdmin    = "admin"
+	RoleUser     = "user"
+	RoleAgent    = "agent"
+	RoleReadonly = "readonly"
+)
+
+// ScopeOperator is the API-key scope of the platform operator, who manages tenants.
+const ScopeOperator = "operator"
+
+// Principal is the authenticated caller of a request.
+type Principal struct {
+	TenantID   string
+	IdentityID string
+	ExternalID string
+	Kind       string
+	Roles      []string
+	// Scopes limit what an API key (or a scoped token) may do; empty means the
+	// identity's roles alone decide.
+	Scopes    []string
+	APIKeyID  string
+	SessionID string
+}
+
+// HasRole reports whether the principal holds role.
+func (p *Principal) HasRole(role string) bool { return slices.Contains(p.Roles, role) }
+
+// HasScope reports whether the principal's scopes include scope.
+func (p *Principal) HasScope(scope string) bool { return slices.Contains(p.Scopes, scope) }
+
+// IsOperator reports whether the principal is the platform operator.
+func (p *Principal) IsOperator() bool { return p.HasScope(ScopeOperator) }
+
+type principalKey struct{}
+
+// WithPrincipal returns ctx carrying p.
+func WithPrincipal(ctx context.Context, p *Principal) context.Context {
+	return context.WithValue(ctx, principalKey{}, p)
+}
+
+// FromContext returns the principal of the request, if it was authenticated.
+func FromContext(ctx context.Context) (*Principal, bool) {
+	p, ok := ctx.Value(principalKey{}).(*Principal)
+	return p, ok && p != nil
+}

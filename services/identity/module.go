@@ -1,0 +1,97 @@
+package identity
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/nats-io/nats.go/jetstream"
+	"google.golang.org/grpc"
+
+	"github.com/manushya-ai/manushya/pkg/auth"
+	"github.com/manushya-ai/manushya/pkg/outbox"
+	identityv1 "github.com/manushya-ai/manushya/pkg/pb/manushya/identity/v1"
+	"github.com/manushya-ai/manushya/pkg/postgres"
+	"github.com/manushya-ai/manushya/pkg/worker"
+	"github.com/manushya-ai/manushya/services/identity/migrations"
+	"github.com/manushya-ai/manushya/services/identity/store"
+)
+
+// Config is the identity service's own configuration.
+type Config struct {
+	// APIKeyPepper keys the HMAC under which API keys are stored (at least 32 bytes).
+	APIKeyPepper string
+	// KeyEnvironment is the <env> part of issued keys ("live", "test").
+	KeyEnvironment string
+}
+
+// Deps are what the composition root hands the module.
+type Deps struct {
+	Logger    *slog.Logger
+	Pool      *pgxpool.Pool // connected as the application role
+	JetStream jetstream.JetStream
+}
+
+// Module is the identity service as a unit of the binary: its gRPC services and its
+// background workers (the outbox relay).
+type Module struct {
+	svc     *Service
+	relay   *outbox.Relay
+	logger  *slog.Logger
+	workers *worker.Group
+}
+
+// Migrations returns the identity schema's migration set.
+func Migrations() postgres.Migrations { return migrations.Set }
+
+// New builds the module; nothing runs until Start.
+func New(cfg Config, deps Deps) (*Module, error) {
+	if len(cfg.APIKeyPepper) < 32 {
+		return nil, errors.New("identity: auth.api_key_pepper must be at least 32 bytes")
+	}
+	if cfg.KeyEnvironment == "" {
+		cfg.KeyEnvironment = "live"
+	}
+	if deps.Logger == nil {
+		deps.Logger = slog.Default()
+	}
+	logger := deps.Logger.With("service", "identity")
+	m := &Module{
+		svc: &Service{
+			store: store.New(deps.Pool), pepper: []byte(cfg.APIKeyPepper),
+			keyEnv: cfg.KeyEnvironment, logger: logger,
+		},
+		logger:  logger,
+		workers: worker.NewGroup(logger),
+	}
+	if deps.JetStream != nil {
+		m.relay = outbox.NewRelay(deps.Pool, deps.JetStream, store.Schema, logger)
+	}
+	return m, nil
+}
+
+// Register adds the identity service's gRPC services to s.
+func (m *Module) Register(s grpc.ServiceRegistrar) {
+	identityv1.RegisterTenantServiceServer(s, &tenantServer{svc: m.svc})
+	identityv1.RegisterIdentityServiceServer(s, &identityServer{svc: m.svc})
+	identityv1.RegisterCredentialServiceServer(s, credentialServer{})
+	registerPending(s)
+}
+
+// Authenticator verifies the credentials this service issues.
+func (m *Module) Authenticator() auth.Authenticator { return m.svc }
+
+// Service exposes the domain logic to the composition root (bootstrap).
+func (m *Module) Service() *Service { return m.svc }
+
+// Start launches the outbox relay.
+func (m *Module) Start(ctx context.Context) error {
+	if m.relay != nil {
+		m.workers.Go(ctx, "identity outbox relay", m.relay.Run)
+	}
+	return nil
+}
+
+// Stop ends the relay, waiting for its current batch.
+func (m *Module) Stop(ctx context.Context) error { return m.workers.Stop(ctx) }

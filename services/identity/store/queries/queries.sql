@@ -1,0 +1,81 @@
+-- name: CreateTenant :one
+INSERT INTO identity.tenants (id, slug, name, settings)
+VALUES ($1, $2, $3, $4)
+RETURNING *;
+
+-- name: GetTenant :one
+SELECT * FROM identity.tenants WHERE id = $1;
+
+-- name: GetTenantBySlug :one
+SELECT * FROM identity.tenants WHERE slug = $1;
+
+-- name: ListTenants :many
+SELECT * FROM identity.tenants
+WHERE sqlc.narg(after_id)::uuid IS NULL OR id > sqlc.narg(after_id)::uuid
+ORDER BY id
+LIMIT sqlc.arg(page_limit);
+
+-- name: CreateIdentity :one
+INSERT INTO identity.identities (id, tenant_id, external_id, kind, role, roles, claims, password_hash)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+RETURNING *;
+
+-- name: GetIdentity :one
+SELECT * FROM identity.identities
+WHERE id = $1 AND (delete_time IS NULL OR sqlc.arg(include_deleted)::boolean);
+
+-- name: ListIdentities :many
+SELECT * FROM identity.identities
+WHERE (sqlc.narg(before_id)::uuid IS NULL OR id < sqlc.narg(before_id)::uuid)
+  AND (sqlc.narg(role)::text IS NULL OR role = sqlc.narg(role)::text)
+  AND (sqlc.narg(kind)::text IS NULL OR kind = sqlc.narg(kind)::text)
+  AND (sqlc.narg(external_id)::text IS NULL OR external_id = sqlc.narg(external_id)::text)
+  AND (sqlc.narg(created_after)::timestamptz IS NULL OR create_time >= sqlc.narg(created_after)::timestamptz)
+  AND (sqlc.narg(created_before)::timestamptz IS NULL OR create_time < sqlc.narg(created_before)::timestamptz)
+  AND (delete_time IS NULL OR sqlc.arg(include_deleted)::boolean)
+ORDER BY id DESC
+LIMIT sqlc.arg(page_limit);
+
+-- name: UpdateIdentity :one
+UPDATE identity.identities
+SET external_id = $2, role = $3, roles = $4, claims = $5, is_active = $6, update_time = now()
+WHERE id = $1 AND delete_time IS NULL
+RETURNING *;
+
+-- name: SoftDeleteIdentity :one
+UPDATE identity.identities
+SET delete_time = now(), is_active = false, update_time = now()
+WHERE id = $1 AND delete_time IS NULL
+RETURNING *;
+
+-- name: HardDeleteIdentity :one
+DELETE FROM identity.identities WHERE id = $1 RETURNING *;
+
+-- name: CreateAPIKey :one
+INSERT INTO identity.api_keys (id, tenant_id, identity_id, name, environment, prefix, key_hash, scopes, expire_time)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+RETURNING *;
+
+-- name: CreateAPIKeyPrefix :exec
+INSERT INTO identity.api_key_prefixes (prefix, tenant_id) VALUES ($1, $2);
+
+-- name: TenantOfAPIKeyPrefix :one
+SELECT tenant_id FROM identity.api_key_prefixes WHERE prefix = $1;
+
+-- name: GetAPIKeyByPrefix :one
+SELECT k.*, i.external_id, i.kind, i.role, i.roles, i.is_active, i.delete_time AS identity_delete_time
+FROM identity.api_keys k
+JOIN identity.identities i ON i.id = k.identity_id
+WHERE k.prefix = $1;
+
+-- name: TouchAPIKey :exec
+UPDATE identity.api_keys SET last_used_time = now()
+WHERE id = $1 AND (last_used_time IS NULL OR last_used_time < now() - interval '1 minute');
+
+-- name: GetIdempotentResponse :one
+SELECT request_hash, response FROM identity.idempotency_keys
+WHERE tenant_id = $1 AND method = $2 AND key = $3;
+
+-- name: SaveIdempotentResponse :exec
+INSERT INTO identity.idempotency_keys (tenant_id, method, key, request_hash, response)
+VALUES ($1, $2, $3, $4, $5);

@@ -1,0 +1,67 @@
+package usage
+
+import (
+	"context"
+	"log/slog"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/nats-io/nats.go/jetstream"
+	"google.golang.org/grpc"
+
+	"github.com/manushya-ai/manushya/pkg/outbox"
+	usagev1 "github.com/manushya-ai/manushya/pkg/pb/manushya/usage/v1"
+	"github.com/manushya-ai/manushya/pkg/postgres"
+	"github.com/manushya-ai/manushya/pkg/worker"
+	"github.com/manushya-ai/manushya/services/usage/migrations"
+)
+
+// Schema is the service's PostgreSQL schema.
+const Schema = "usage"
+
+// Config is the usage service's own configuration.
+type Config struct{}
+
+// Deps are what the composition root hands the module.
+type Deps struct {
+	Logger    *slog.Logger
+	Pool      *pgxpool.Pool // connected as the application role
+	JetStream jetstream.JetStream
+}
+
+// Module is the usage service as a unit of the binary.
+type Module struct {
+	relay   *outbox.Relay
+	workers *worker.Group
+}
+
+// Migrations returns the usage schema's migration set.
+func Migrations() postgres.Migrations { return migrations.Set }
+
+// New builds the module; nothing runs until Start.
+func New(_ Config, deps Deps) (*Module, error) {
+	if deps.Logger == nil {
+		deps.Logger = slog.Default()
+	}
+	logger := deps.Logger.With("service", "usage")
+	m := &Module{workers: worker.NewGroup(logger)}
+	if deps.JetStream != nil && deps.Pool != nil {
+		m.relay = outbox.NewRelay(deps.Pool, deps.JetStream, Schema, logger)
+	}
+	return m, nil
+}
+
+// Register adds the service's gRPC services to s.
+func (m *Module) Register(s grpc.ServiceRegistrar) {
+	usagev1.RegisterUsageServiceServer(s, usagev1.UnimplementedUsageServiceServer{})
+}
+
+// Start launches the outbox relay.
+func (m *Module) Start(ctx context.Context) error {
+	if m.relay != nil {
+		m.workers.Go(ctx, "usage outbox relay", m.relay.Run)
+	}
+	return nil
+}
+
+// Stop ends the background loops.
+func (m *Module) Stop(ctx context.Context) error { return m.workers.Stop(ctx) }
