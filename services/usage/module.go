@@ -9,6 +9,7 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/manushya-ai/manushya/pkg/outbox"
+	adminv1 "github.com/manushya-ai/manushya/pkg/pb/manushya/admin/v1"
 	usagev1 "github.com/manushya-ai/manushya/pkg/pb/manushya/usage/v1"
 	"github.com/manushya-ai/manushya/pkg/postgres"
 	"github.com/manushya-ai/manushya/pkg/worker"
@@ -53,6 +54,8 @@ func New(_ Config, deps Deps) (*Module, error) {
 // Register adds the service's gRPC services to s.
 func (m *Module) Register(s grpc.ServiceRegistrar) {
 	usagev1.RegisterUsageServiceServer(s, usagev1.UnimplementedUsageServiceServer{})
+	adminv1.RegisterRateLimitServiceServer(s, adminv1.UnimplementedRateLimitServiceServer{})
+	adminv1.RegisterMonitoringServiceServer(s, adminv1.UnimplementedMonitoringServiceServer{})
 }
 
 // Start launches the outbox relay.
