@@ -1,0 +1,176 @@
+package config
+
+import (
+	"fmt"
+	"time"
+)
+
+// Config is the whole configuration of one manushya process.
+//
+// The koanf tags are the setting keys; a redact tag marks values that are masked
+// when the configuration is printed ("secret" entirely, "url" only the password).
+type Config struct {
+	// Target lists the modules to run; "all" runs every one.
+	Target   []string       `koanf:"target"`
+	Log      LogConfig      `koanf:"log"`
+	GRPC     GRPCConfig     `koanf:"grpc"`
+	HTTP     HTTPConfig     `koanf:"http"`
+	Database DatabaseConfig `koanf:"database"`
+	NATS     NATSConfig     `koanf:"nats"`
+	Redis    RedisConfig    `koanf:"redis"`
+	Services ServicesConfig `koanf:"services"`
+	Auth     AuthConfig     `koanf:"auth"`
+	Dev      DevConfig      `koanf:"dev"`
+
+	// File is the YAML file the configuration was read from, if any.
+	File string `koanf:"-"`
+}
+
+// LogConfig configures the process logger.
+type LogConfig struct {
+	Level  string `koanf:"level"`
+	Format string `koanf:"format"`
+}
+
+// GRPCConfig configures the gRPC listener every service registers on.
+type GRPCConfig struct {
+	Addr string `koanf:"addr"`
+}
+
+// HTTPConfig configures the HTTP listener: REST gateway, health and metrics.
+type HTTPConfig struct {
+	Addr            string        `koanf:"addr"`
+	MaxBodyBytes    int64         `koanf:"max_body_bytes"`
+	ShutdownTimeout time.Duration `koanf:"shutdown_timeout"`
+}
+
+// DatabaseConfig configures PostgreSQL access.
+type DatabaseConfig struct {
+	// URL connects as the application role, which row-level security applies to.
+	URL string `koanf:"url" redact:"url"`
+	// MigrateURL connects as the schema owner for migrations; it defaults to URL.
+	MigrateURL string `koanf:"migrate_url" redact:"url"`
+	// AppRole is the role migrations grant table access to.
+	AppRole  string `koanf:"app_role"`
+	MaxConns int    `koanf:"max_conns"`
+}
+
+// NATSConfig configures the JetStream connection.
+type NATSConfig struct {
+	// URL is one or more comma-separated server URLs; empty runs an embedded
+	// server, which only dev allows.
+	URL         string `koanf:"url" redact:"url"`
+	EmbeddedDir string `koanf:"embedded_dir"`
+}
+
+// RedisConfig configures Redis; an empty URL uses in-process stores instead.
+type RedisConfig struct {
+	URL string `koanf:"url" redact:"url"`
+}
+
+// ServicesConfig holds the gRPC addresses of the services, for the gateway and for
+// services calling each other. Empty means the service runs in this process and is
+// reached on grpc.addr.
+type ServicesConfig struct {
+	IdentityAddr  string `koanf:"identity_addr"`
+	MemoryAddr    string `koanf:"memory_addr"`
+	EmbeddingAddr string `koanf:"embedding_addr"`
+	PolicyAddr    string `koanf:"policy_addr"`
+	WebhooksAddr  string `koanf:"webhooks_addr"`
+	UsageAddr     string `koanf:"usage_addr"`
+}
+
+// AuthConfig holds authentication secrets.
+type AuthConfig struct {
+	// APIKeyPepper keys the hashes API keys are stored as, so a database dump alone
+	// cannot be used to check guessed keys.
+	APIKeyPepper string `koanf:"api_key_pepper" redact:"secret"`
+	// OperatorKey, when set, authenticates operator-only calls.
+	OperatorKey string `koanf:"operator_key" redact:"secret"`
+}
+
+// DevConfig configures `manushya dev`.
+type DevConfig struct {
+	DataDir string `koanf:"data_dir"`
+}
+
+// Service names accepted by ServiceAddr.
+const (
+	ServiceIdentity  = "identity"
+	ServiceMemory    = "memory"
+	ServiceEmbedding = "embedding"
+	ServicePolicy    = "policy"
+	ServiceWebhooks  = "webhooks"
+	ServiceUsage     = "usage"
+)
+
+// ServiceAddr returns the gRPC address to dial for service (one of the Service*
+// names): its services.<name>_addr setting, or grpc.addr when that is empty. It
+// panics on an unknown name, which is a programming error.
+func (c *Config) ServiceAddr(service string) string {
+	var addr string
+	switch service {
+	case ServiceIdentity:
+		addr = c.Services.IdentityAddr
+	case ServiceMemory:
+		addr = c.Services.MemoryAddr
+	case ServiceEmbedding:
+		addr = c.Services.EmbeddingAddr
+	case ServicePolicy:
+		addr = c.Services.PolicyAddr
+	case ServiceWebhooks:
+		addr = c.Services.WebhooksAddr
+	case ServiceUsage:
+		addr = c.Services.UsageAddr
+	default:
+		panic(fmt.Sprintf("config: unknown service %q", service))
+	}
+	if addr == "" {
+		return c.GRPC.Addr
+	}
+	return addr
+}
+
+// setting describes one key: its default (whose type decides the flag's type) and
+// the help text of its flag.
+type setting struct {
+	key   string
+	def   any
+	usage string
+}
+
+// settings is the single list of keys: defaults, flags and the unknown-key check
+// all come from it, and a test keeps it in step with Config's tags.
+var settings = []setting{
+	{"target", []string{"all"}, "modules to run, comma-separated (all, or a list of targets)"},
+	{"log.level", "info", "log level: debug, info, warn or error"},
+	{"log.format", "json", "log format: json or text"},
+	{"grpc.addr", "127.0.0.1:9090", "gRPC listen address"},
+	{"http.addr", "127.0.0.1:8080", "HTTP listen address (REST gateway, health, metrics)"},
+	{"http.max_body_bytes", int64(1 << 20), "largest accepted HTTP request body, in bytes"},
+	{"http.shutdown_timeout", 15 * time.Second, "how long servers may drain on shutdown"},
+	{"database.url", "", "PostgreSQL URL of the application role"},
+	{"database.migrate_url", "", "PostgreSQL URL of the schema owner, for migrations (default: database.url)"},
+	{"database.app_role", "manushya_app", "role that migrations grant table access to"},
+	{"database.max_conns", 20, "maximum connections in the database pool"},
+	{"nats.url", "", "NATS server URL(s), comma-separated; empty runs an embedded server (dev only)"},
+	{"nats.embedded_dir", ".manushya/nats", "data directory of the embedded NATS server"},
+	{"redis.url", "", "Redis URL (redis:// or rediss://); empty uses in-process stores"},
+	{"services.identity_addr", "", "gRPC address of the identity service (default: grpc.addr)"},
+	{"services.memory_addr", "", "gRPC address of the memory service (default: grpc.addr)"},
+	{"services.embedding_addr", "", "gRPC address of the embedding service (default: grpc.addr)"},
+	{"services.policy_addr", "", "gRPC address of the policy service (default: grpc.addr)"},
+	{"services.webhooks_addr", "", "gRPC address of the webhooks service (default: grpc.addr)"},
+	{"services.usage_addr", "", "gRPC address of the usage service (default: grpc.addr)"},
+	{"auth.api_key_pepper", "", "secret keying API key hashes, at least 32 bytes (prefer the environment)"},
+	{"auth.operator_key", "", "key for operator-only calls (prefer the environment)"},
+	{"dev.data_dir", ".manushya", "where the dev command keeps its state"},
+}
+
+var knownKeys = func() map[string]bool {
+	m := make(map[string]bool, len(settings))
+	for _, s := range settings {
+		m[s.key] = true
+	}
+	return m
+}()

@@ -1,0 +1,242 @@
+package config
+
+import (
+	"fmt"
+	"net"
+	"net/url"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+)
+
+// Modes are the commands whose needs Validate checks.
+const (
+	// ModeServe runs targets in production: external NATS, a real pepper.
+	ModeServe = "serve"
+	// ModeDev runs everything in one process with an embedded NATS server and a
+	// generated pepper (see PrepareDev).
+	ModeDev = "dev"
+	// ModeMigrate applies database migrations and needs only the database.
+	ModeMigrate = "migrate"
+)
+
+// MinSecretBytes is the shortest accepted auth secret: 256 bits.
+const MinSecretBytes = 32
+
+// FieldError is one invalid setting.
+type FieldError struct {
+	Key string
+	Msg string
+}
+
+func (e *FieldError) Error() string { return e.Key + ": " + e.Msg }
+
+// ValidationError lists every invalid setting, so an operator fixes them in one go.
+type ValidationError struct {
+	Problems []*FieldError
+}
+
+func (e *ValidationError) Error() string {
+	msgs := make([]string, len(e.Problems))
+	for i, p := range e.Problems {
+		msgs[i] = p.Error()
+	}
+	return "invalid configuration: " + strings.Join(msgs, "; ")
+}
+
+// Unwrap exposes each problem to errors.As.
+func (e *ValidationError) Unwrap() []error {
+	errs := make([]error, len(e.Problems))
+	for i, p := range e.Problems {
+		errs[i] = p
+	}
+	return errs
+}
+
+type checker struct {
+	problems []*FieldError
+}
+
+func (c *checker) add(key, format string, args ...any) {
+	c.problems = append(c.problems, &FieldError{Key: key, Msg: fmt.Sprintf(format, args...)})
+}
+
+// Validate checks what mode needs and returns a *ValidationError naming every
+// problem, or nil. Messages never repeat secret values.
+func (c *Config) Validate(mode string) error {
+	if !slices.Contains([]string{ModeServe, ModeDev, ModeMigrate}, mode) {
+		return fmt.Errorf("config: unknown mode %q", mode)
+	}
+	ck := &checker{}
+
+	oneOf(ck, "log.level", c.Log.Level, "debug", "info", "warn", "error")
+	oneOf(ck, "log.format", c.Log.Format, "json", "text")
+
+	if mode == ModeMigrate {
+		if c.Database.MigrateURL == "" {
+			ck.add("database.migrate_url", "required (or set database.url)")
+		} else {
+			postgresURL(ck, "database.migrate_url", c.Database.MigrateURL)
+		}
+		appRole(ck, c.Database.AppRole)
+		return ck.result()
+	}
+
+	if len(c.Target) == 0 {
+		ck.add("target", "required")
+	}
+	listenAddr(ck, "grpc.addr", c.GRPC.Addr)
+	listenAddr(ck, "http.addr", c.HTTP.Addr)
+	if c.HTTP.MaxBodyBytes <= 0 {
+		ck.add("http.max_body_bytes", "must be positive")
+	}
+	if c.HTTP.ShutdownTimeout <= 0 {
+		ck.add("http.shutdown_timeout", "must be positive")
+	}
+
+	if c.Database.URL == "" {
+		ck.add("database.url", "required")
+	} else {
+		postgresURL(ck, "database.url", c.Database.URL)
+	}
+	if c.Database.MigrateURL != "" && c.Database.MigrateURL != c.Database.URL {
+		postgresURL(ck, "database.migrate_url", c.Database.MigrateURL)
+	}
+	appRole(ck, c.Database.AppRole)
+	if c.Database.MaxConns < 1 {
+		ck.add("database.max_conns", "must be at least 1")
+	}
+
+	switch {
+	case c.NATS.URL != "":
+		natsURLs(ck, c.NATS.URL)
+	case mode == ModeServe:
+		ck.add("nats.url", "required (the embedded server runs only in dev)")
+	case c.NATS.EmbeddedDir == "":
+		ck.add("nats.embedded_dir", "required when nats.url is empty")
+	}
+
+	if c.Redis.URL != "" {
+		urlWithScheme(ck, "redis.url", c.Redis.URL, "redis", "rediss", "unix")
+	}
+
+	for _, s := range []struct{ key, addr string }{
+		{"services.identity_addr", c.Services.IdentityAddr},
+		{"services.memory_addr", c.Services.MemoryAddr},
+		{"services.embedding_addr", c.Services.EmbeddingAddr},
+		{"services.policy_addr", c.Services.PolicyAddr},
+		{"services.webhooks_addr", c.Services.WebhooksAddr},
+		{"services.usage_addr", c.Services.UsageAddr},
+	} {
+		if s.addr != "" {
+			dialTarget(ck, s.key, s.addr)
+		}
+	}
+
+	switch {
+	case c.Auth.APIKeyPepper == "" && mode == ModeServe:
+		ck.add("auth.api_key_pepper", "required")
+	case c.Auth.APIKeyPepper != "":
+		secret(ck, "auth.api_key_pepper", c.Auth.APIKeyPepper)
+	}
+	if c.Auth.OperatorKey != "" {
+		secret(ck, "auth.operator_key", c.Auth.OperatorKey)
+	}
+
+	if mode == ModeDev && c.Dev.DataDir == "" {
+		ck.add("dev.data_dir", "required")
+	}
+	return ck.result()
+}
+
+func (c *checker) result() error {
+	if len(c.problems) == 0 {
+		return nil
+	}
+	return &ValidationError{Problems: c.problems}
+}
+
+func oneOf(ck *checker, key, v string, allowed ...string) {
+	if !slices.Contains(allowed, v) {
+		ck.add(key, "must be one of %s", strings.Join(allowed, ", "))
+	}
+}
+
+func listenAddr(ck *checker, key, addr string) {
+	if _, port, err := net.SplitHostPort(addr); err != nil || !validPort(port) {
+		ck.add(key, "invalid address %q", addr)
+	}
+}
+
+func validPort(p string) bool {
+	n, err := strconv.Atoi(p)
+	return err == nil && n >= 0 && n <= 65535
+}
+
+// dialTarget accepts host:port or a gRPC target with a scheme (dns:///svc:9090,
+// unix:///run/x.sock, unix:relative.sock).
+func dialTarget(ck *checker, key, addr string) {
+	if strings.Contains(addr, "://") || strings.HasPrefix(addr, "unix:") || strings.HasPrefix(addr, "unix-abstract:") {
+		u, err := url.Parse(addr)
+		if err != nil || u.Scheme == "" || (u.Host == "" && u.Path == "" && u.Opaque == "") {
+			ck.add(key, "invalid address %q", addr)
+		}
+		return
+	}
+	if host, port, err := net.SplitHostPort(addr); err != nil || host == "" || !validPort(port) {
+		ck.add(key, "invalid address %q", addr)
+	}
+}
+
+// postgresURL accepts a postgres:// URL or a libpq key=value string. Parse errors
+// are not echoed: they would repeat the password.
+func postgresURL(ck *checker, key, v string) {
+	if !strings.Contains(v, "://") {
+		if !strings.Contains(v, "=") {
+			ck.add(key, "must be a postgres:// URL or a key=value connection string")
+		}
+		return
+	}
+	urlWithScheme(ck, key, v, "postgres", "postgresql")
+}
+
+func urlWithScheme(ck *checker, key, v string, schemes ...string) {
+	u, err := url.Parse(v)
+	if err != nil {
+		ck.add(key, "invalid URL")
+		return
+	}
+	if !slices.Contains(schemes, u.Scheme) {
+		ck.add(key, "URL scheme must be %s", strings.Join(schemes, " or "))
+		return
+	}
+	if u.Host == "" && u.Scheme != "unix" {
+		ck.add(key, "URL has no host")
+	}
+}
+
+func natsURLs(ck *checker, v string) {
+	for _, one := range strings.Split(v, ",") {
+		one = strings.TrimSpace(one)
+		if !strings.Contains(one, "://") {
+			dialTarget(ck, "nats.url", one)
+			continue
+		}
+		urlWithScheme(ck, "nats.url", one, "nats", "tls", "ws", "wss")
+	}
+}
+
+var sqlIdentifier = regexp.MustCompile(`^[a-z_][a-z0-9_]{0,62}$`)
+
+func appRole(ck *checker, role string) {
+	if !sqlIdentifier.MatchString(role) {
+		ck.add("database.app_role", "must be a lower-case SQL identifier")
+	}
+}
+
+func secret(ck *checker, key, v string) {
+	if len(v) < MinSecretBytes {
+		ck.add(key, "must be at least %d bytes", MinSecretBytes)
+	}
+}
