@@ -1,0 +1,435 @@
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+
+	"github.com/manushya-ai/manushya/gateway"
+	"github.com/manushya-ai/manushya/pkg/auth"
+	"github.com/manushya-ai/manushya/pkg/bus"
+	"github.com/manushya-ai/manushya/pkg/config"
+	"github.com/manushya-ai/manushya/pkg/grpcserver"
+	"github.com/manushya-ai/manushya/pkg/kv"
+	"github.com/manushya-ai/manushya/pkg/module"
+	identityv1 "github.com/manushya-ai/manushya/pkg/pb/manushya/identity/v1"
+	"github.com/manushya-ai/manushya/pkg/postgres"
+	"github.com/manushya-ai/manushya/pkg/telemetry"
+	"github.com/manushya-ai/manushya/services/embedding"
+	"github.com/manushya-ai/manushya/services/identity"
+	"github.com/manushya-ai/manushya/services/memory"
+	"github.com/manushya-ai/manushya/services/policy"
+	"github.com/manushya-ai/manushya/services/usage"
+	"github.com/manushya-ai/manushya/services/webhooks"
+)
+
+// Module names. The infrastructure ones are hidden: they run because a target needs
+// them.
+const (
+	modDatabase = "database"
+	modBus      = "bus"
+	modKV       = "kv"
+	modServer   = "server"
+	modGateway  = "gateway"
+)
+
+// serviceModule is what every service package provides, in the same shape.
+type serviceModule interface {
+	Register(grpc.ServiceRegistrar)
+	Start(context.Context) error
+	Stop(context.Context) error
+}
+
+// serviceDef declares one service: its schema and how to build it.
+type serviceDef struct {
+	name       string
+	migrations postgres.Migrations
+	build      func(a *App) (serviceModule, error)
+}
+
+func services() []serviceDef {
+	return []serviceDef{
+		{config.ServiceIdentity, identity.Migrations(), func(a *App) (serviceModule, error) {
+			m, err := identity.New(identity.Config{APIKeyPepper: a.cfg.Auth.APIKeyPepper},
+				identity.Deps{Logger: a.logger, Pool: a.pool, JetStream: a.js()})
+			if err == nil {
+				a.identity = m
+			}
+			return m, err
+		}},
+		{config.ServiceMemory, memory.Migrations(), func(a *App) (serviceModule, error) {
+			return memory.New(memory.Config{}, memory.Deps{Logger: a.logger, Pool: a.pool, JetStream: a.js()})
+		}},
+		{config.ServiceEmbedding, embedding.Migrations(), func(a *App) (serviceModule, error) {
+			return embedding.New(embedding.Config{}, embedding.Deps{Logger: a.logger, Pool: a.pool, JetStream: a.js()})
+		}},
+		{config.ServicePolicy, policy.Migrations(), func(a *App) (serviceModule, error) {
+			return policy.New(policy.Config{}, policy.Deps{Logger: a.logger, Pool: a.pool, JetStream: a.js()})
+		}},
+		{config.ServiceWebhooks, webhooks.Migrations(), func(a *App) (serviceModule, error) {
+			return webhooks.New(webhooks.Config{}, webhooks.Deps{Logger: a.logger, Pool: a.pool, JetStream: a.js()})
+		}},
+		{config.ServiceUsage, usage.Migrations(), func(a *App) (serviceModule, error) {
+			return usage.New(usage.Config{}, usage.Deps{Logger: a.logger, Pool: a.pool, JetStream: a.js()})
+		}},
+	}
+}
+
+// AllMigrations lists every schema's migrations, in dependency-free order.
+func AllMigrations() []postgres.Migrations {
+	var sets []postgres.Migrations
+	for _, s := range services() {
+		sets = append(sets, s.migrations)
+	}
+	return sets
+}
+
+// App is one manushya process.
+type App struct {
+	cfg      *config.Config
+	mode     string
+	logger   *slog.Logger
+	manager  *module.Manager
+	registry *prometheus.Registry
+	resolved []string
+
+	pool     *pgxpool.Pool
+	embedded *bus.Embedded
+	bus      *bus.Bus
+	kv       kv.Store
+	server   *grpcserver.Server
+	grpcLis  net.Listener
+	httpLis  net.Listener
+	http     *http.Server
+	mux      *http.ServeMux
+	authn    auth.Authenticator
+	identity *identity.Module
+	conns    []*grpc.ClientConn
+
+	remoteMu sync.Mutex
+	remote   *auth.Remote
+
+	readyOnce sync.Once
+	ready     chan struct{}
+}
+
+// New declares the modules of a process; Run starts the configured targets.
+func New(cfg *config.Config, mode string, logger *slog.Logger) *App {
+	a := &App{
+		cfg: cfg, mode: mode, logger: logger, registry: telemetry.NewRegistry(),
+		ready: make(chan struct{}),
+	}
+	a.manager = module.NewManager(logger, module.WithStopTimeout(cfg.HTTP.ShutdownTimeout))
+	a.manager.Register(module.Definition{Name: modDatabase, Hidden: true, Init: a.initDatabase})
+	a.manager.Register(module.Definition{Name: modBus, Hidden: true, Init: a.initBus})
+	a.manager.Register(module.Definition{Name: modKV, Hidden: true, Init: a.initKV})
+	a.manager.Register(module.Definition{Name: modServer, Hidden: true, Init: a.initServer})
+	for _, s := range services() {
+		a.manager.Register(module.Definition{
+			Name: s.name, Deps: []string{modDatabase, modBus, modKV, modServer},
+			Init: func(context.Context) (module.Service, error) {
+				m, err := s.build(a)
+				if err != nil {
+					return nil, fmt.Errorf("%s: %w", s.name, err)
+				}
+				m.Register(a.server)
+				return m, nil
+			},
+		})
+	}
+	a.manager.Register(module.Definition{Name: modGateway, Deps: []string{modServer}, Init: a.initGateway})
+	a.manager.OnReady(a.serve)
+	a.manager.OnShutdown(func() {
+		// Readiness turns false first, so load balancers stop sending new requests
+		// while the servers drain.
+		a.server.Health.Shutdown()
+	})
+	return a
+}
+
+// Ready is closed once every module has started and the listeners serve.
+func (a *App) Ready() <-chan struct{} { return a.ready }
+
+// GRPCAddr and HTTPAddr are the bound addresses (useful with port 0 in tests).
+func (a *App) GRPCAddr() string { return a.grpcLis.Addr().String() }
+
+// HTTPAddr is the bound HTTP address.
+func (a *App) HTTPAddr() string { return a.httpLis.Addr().String() }
+
+// Identity returns the identity module when this process runs it.
+func (a *App) Identity() *identity.Module { return a.identity }
+
+// Run starts the configured targets and blocks until ctx ends, then stops them in
+// reverse order.
+func (a *App) Run(ctx context.Context) error {
+	resolved, err := a.manager.Resolve(a.cfg.Target)
+	if err != nil {
+		return err
+	}
+	a.resolved = resolved
+	a.logger.Info("starting", "targets", a.cfg.Target, "modules", resolved)
+	return a.manager.Run(ctx, a.cfg.Target)
+}
+
+func (a *App) runs(name string) bool { return slices.Contains(a.resolved, name) }
+
+func (a *App) js() jetstream.JetStream {
+	if a.bus == nil {
+		return nil
+	}
+	return a.bus.JS
+}
+
+func (a *App) initDatabase(ctx context.Context) (module.Service, error) {
+	var sets []postgres.Migrations
+	for _, s := range services() {
+		if a.runs(s.name) {
+			sets = append(sets, s.migrations)
+		}
+	}
+	if a.mode == config.ModeDev {
+		migrateURL := a.cfg.Database.MigrateURL
+		if migrateURL == "" {
+			migrateURL = a.cfg.Database.URL
+		}
+		if err := postgres.Migrate(ctx, migrateURL, a.cfg.Database.AppRole, AllMigrations()...); err != nil {
+			return nil, fmt.Errorf("migrate: %w", err)
+		}
+	}
+	pool, err := postgres.Connect(ctx, a.cfg.Database.URL)
+	if err != nil {
+		return nil, err
+	}
+	if err := postgres.CheckAppRole(ctx, pool); err != nil {
+		pool.Close()
+		return nil, err
+	}
+	if err := postgres.CheckSchema(ctx, pool, sets...); err != nil {
+		pool.Close()
+		return nil, err
+	}
+	a.pool = pool
+	return module.Funcs{StopFunc: func(context.Context) error { pool.Close(); return nil }}, nil
+}
+
+func (a *App) initBus(ctx context.Context) (module.Service, error) {
+	url := a.cfg.NATS.URL
+	if url == "" {
+		emb, err := bus.StartEmbedded(a.cfg.NATS.EmbeddedDir, -1)
+		if err != nil {
+			return nil, fmt.Errorf("start embedded NATS: %w", err)
+		}
+		a.embedded = emb
+		url = emb.URL()
+		a.logger.Info("embedded NATS JetStream started", "url", url, "dir", a.cfg.NATS.EmbeddedDir)
+	}
+	b, err := bus.Connect(ctx, url, "manushya", bus.WithLogger(a.logger))
+	if err != nil {
+		a.stopEmbedded()
+		return nil, err
+	}
+	if _, err := b.EnsureStream(ctx); err != nil {
+		b.Close()
+		a.stopEmbedded()
+		return nil, err
+	}
+	a.bus = b
+	return module.Funcs{StopFunc: func(context.Context) error {
+		b.Close()
+		a.stopEmbedded()
+		return nil
+	}}, nil
+}
+
+func (a *App) stopEmbedded() {
+	if a.embedded != nil {
+		a.embedded.Shutdown()
+		a.embedded = nil
+	}
+}
+
+func (a *App) initKV(ctx context.Context) (module.Service, error) {
+	store, err := kv.Open(ctx, a.cfg.Redis.URL)
+	if err != nil {
+		return nil, err
+	}
+	a.kv = store
+	return module.Funcs{StopFunc: func(context.Context) error { return store.Close() }}, nil
+}
+
+// initServer creates the gRPC server and binds both listeners, so a taken port fails
+// start-up at once; serving begins only when every module has started.
+func (a *App) initServer(context.Context) (module.Service, error) {
+	a.authn = auth.AuthenticatorFunc(a.authenticate)
+	srv, err := grpcserver.New(grpcserver.Options{
+		Logger: a.logger, Registerer: a.registry, Authenticator: a.authn,
+		MaxRecvBytes: int(a.cfg.HTTP.MaxBodyBytes) + 64<<10,
+	})
+	if err != nil {
+		return nil, err
+	}
+	a.server = srv
+	if a.grpcLis, err = net.Listen("tcp", a.cfg.GRPC.Addr); err != nil {
+		return nil, fmt.Errorf("grpc.addr: listen on %s: %w", a.cfg.GRPC.Addr, err)
+	}
+	if a.httpLis, err = net.Listen("tcp", a.cfg.HTTP.Addr); err != nil {
+		_ = a.grpcLis.Close()
+		return nil, fmt.Errorf("http.addr: listen on %s: %w", a.cfg.HTTP.Addr, err)
+	}
+	a.mux = http.NewServeMux()
+	a.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write([]byte(`{"status":"ok"}`))
+	})
+	a.mux.HandleFunc("GET /readyz", a.readyz)
+	a.mux.Handle("GET /metrics", telemetry.MetricsHandler(a.registry))
+	a.http = &http.Server{Handler: a.mux, ReadHeaderTimeout: 10 * time.Second}
+	return module.Funcs{StopFunc: a.stopServers}, nil
+}
+
+func (a *App) readyz(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Content-Type", "application/json")
+	if !a.manager.Ready() {
+		w.WriteHeader(http.StatusServiceUnavailable)
+		_, _ = w.Write([]byte(`{"status":"not ready"}`))
+		return
+	}
+	if a.pool != nil {
+		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+		defer cancel()
+		if err := a.pool.Ping(ctx); err != nil {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			_, _ = w.Write([]byte(`{"status":"database unreachable"}`))
+			return
+		}
+	}
+	_, _ = w.Write([]byte(`{"status":"ready"}`))
+}
+
+// serve starts both listeners; it runs once every module has started.
+func (a *App) serve() {
+	a.server.InitializeMetrics()
+	for _, s := range services() {
+		if a.runs(s.name) {
+			a.server.Health.SetServingStatus(s.name, healthpb.HealthCheckResponse_SERVING)
+		}
+	}
+	go func() {
+		if err := a.server.Serve(a.grpcLis); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
+			a.logger.Error("gRPC server stopped", "err", err)
+		}
+	}()
+	go func() {
+		if err := a.http.Serve(a.httpLis); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			a.logger.Error("HTTP server stopped", "err", err)
+		}
+	}()
+	a.logger.Info("serving", "grpc", a.GRPCAddr(), "http", a.HTTPAddr())
+	a.readyOnce.Do(func() { close(a.ready) })
+}
+
+// stopServers drains in-flight requests: HTTP first (the gateway's requests go
+// through gRPC), then gRPC, each bounded by the shutdown timeout.
+func (a *App) stopServers(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, a.cfg.HTTP.ShutdownTimeout)
+	defer cancel()
+	httpErr := a.http.Shutdown(ctx)
+	if errors.Is(httpErr, http.ErrServerClosed) {
+		httpErr = nil
+	}
+	done := make(chan struct{})
+	go func() { a.server.GracefulStop(); close(done) }()
+	select {
+	case <-done:
+	case <-ctx.Done():
+		a.server.Stop()
+	}
+	for _, c := range a.conns {
+		_ = c.Close()
+	}
+	return httpErr
+}
+
+// authenticate verifies credentials locally when the identity service runs in this
+// process, and otherwise asks it over gRPC.
+func (a *App) authenticate(ctx context.Context, cred auth.Credential) (*auth.Principal, error) {
+	if a.identity != nil {
+		return a.identity.Authenticator().Authenticate(ctx, cred)
+	}
+	remote, err := a.remoteAuth()
+	if err != nil {
+		return nil, err
+	}
+	return remote.Authenticate(ctx, cred)
+}
+
+func (a *App) remoteAuth() (*auth.Remote, error) {
+	a.remoteMu.Lock()
+	defer a.remoteMu.Unlock()
+	if a.remote == nil {
+		conn, err := a.dial(a.serviceAddr(config.ServiceIdentity))
+		if err != nil {
+			return nil, fmt.Errorf("identity service client: %w", err)
+		}
+		a.remote = auth.NewRemote(identityv1.NewCredentialServiceClient(conn), 0)
+	}
+	return a.remote, nil
+}
+
+// serviceAddr is where to reach a service: this process's own listener when it runs
+// here (its real port, even when grpc.addr asked for port 0), else the configured
+// address.
+func (a *App) serviceAddr(name string) string {
+	if a.runs(name) && a.grpcLis != nil {
+		return a.GRPCAddr()
+	}
+	return a.cfg.ServiceAddr(name)
+}
+
+// dial opens a client to another service; connections close with the server module.
+func (a *App) dial(addr string) (*grpc.ClientConn, error) {
+	conn, err := grpc.NewClient(addr, a.dialOptions()...)
+	if err != nil {
+		return nil, fmt.Errorf("dial %s: %w", addr, err)
+	}
+	a.conns = append(a.conns, conn)
+	return conn, nil
+}
+
+func (a *App) dialOptions() []grpc.DialOption {
+	return []grpc.DialOption{
+		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithStatsHandler(otelgrpc.NewClientHandler()),
+	}
+}
+
+func (a *App) initGateway(ctx context.Context) (module.Service, error) {
+	upstreams := map[string]string{}
+	for _, s := range services() {
+		upstreams[s.name] = a.serviceAddr(s.name)
+	}
+	gw, err := gateway.New(ctx, gateway.Config{
+		Upstreams: upstreams, MaxBodyBytes: a.cfg.HTTP.MaxBodyBytes, DialOptions: a.dialOptions(),
+	}, a.logger)
+	if err != nil {
+		return nil, err
+	}
+	h := gw.Handler()
+	a.mux.Handle("/v1/", h)
+	a.mux.Handle("/.well-known/", h)
+	return module.Funcs{StopFunc: func(context.Context) error { return gw.Close() }}, nil
+}
