@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"os"
 	"strings"
@@ -103,6 +104,8 @@ func serve(ctx context.Context, args []string, mode string) error {
 	if err != nil {
 		return err
 	}
+	// Libraries that log through slog's default (goose, for one) log like us.
+	slog.SetDefault(logger)
 	shutdownTracing, err := telemetry.SetupTracing(ctx, "manushya")
 	if err != nil {
 		return err

@@ -164,3 +164,29 @@ func (s *Service) issueAPIKey(ctx context.Context, tx *store.Tx, tenantID, ident
 }
 
 func newID() uuid.UUID { return uuid.Must(uuid.NewV7()) }
+
+// IssueAPIKey creates an API key for an existing identity and returns it in clear,
+// once. The caller decides the scopes; the key can never do more than the identity's
+// roles allow.
+func (s *Service) IssueAPIKey(ctx context.Context, tenantID, identityID, name string, scopes []string, expires *time.Time) (string, error) {
+	tid, err := parseID("tenant_id", tenantID)
+	if err != nil {
+		return "", err
+	}
+	iid, err := parseID("identity_id", identityID)
+	if err != nil {
+		return "", err
+	}
+	var key string
+	err = s.store.InTenant(ctx, tid, func(tx *store.Tx) error {
+		if _, err := tx.GetIdentity(ctx, sqlc.GetIdentityParams{ID: iid}); err != nil {
+			return store.MapErr(err)
+		}
+		key, _, err = s.issueAPIKey(ctx, tx, tid, iid, name, scopes, expires)
+		return err
+	})
+	if errors.Is(err, store.ErrNotFound) {
+		return "", apierr.NotFound("identity", identityID)
+	}
+	return key, err
+}

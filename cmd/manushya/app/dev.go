@@ -30,10 +30,17 @@ func (a *App) Bootstrap(ctx context.Context, dataDir string, out io.Writer) erro
 		return errors.New("bootstrap needs the identity service in this process")
 	}
 	path := filepath.Join(dataDir, BootstrapFile)
-	res, err := a.identity.Service().Bootstrap(ctx, DefaultTenant, "Default tenant")
-	if errors.Is(err, identity.ErrAlreadyBootstrapped) {
-		fmt.Fprintf(out, "\nManushya is running. The admin API key of tenant %q is in %s.\n", DefaultTenant, path)
+	if _, err := os.Stat(path); err == nil {
+		fmt.Fprintf(out, "\nManushya is running. The admin API key of tenant %q is in %s.\nAPI reference: http://%s/v1/docs\n",
+			DefaultTenant, path, a.HTTPAddr())
 		return nil
+	}
+	svc := a.identity.Service()
+	res, err := svc.Bootstrap(ctx, DefaultTenant, "Default tenant")
+	if errors.Is(err, identity.ErrAlreadyBootstrapped) {
+		// The database outlived the key file: issue a fresh key rather than lock the
+		// developer out.
+		res, err = svc.ReissueBootstrapKey(ctx, DefaultTenant)
 	}
 	if err != nil {
 		return err
@@ -47,7 +54,7 @@ func (a *App) Bootstrap(ctx context.Context, dataDir string, out io.Writer) erro
 	}
 	base := "http://" + a.HTTPAddr()
 	fmt.Fprintf(out, `
-Manushya is running. First start: created tenant %q and its admin API key.
+Manushya is running with tenant %q and its admin API key.
 The key is shown once here and saved in %s (mode 0600):
 
   export MANUSHYA_API_KEY=%s
