@@ -175,7 +175,7 @@ func TestInvalidValueIsMatchable(t *testing.T) {
 
 func TestUnknownFileKeys(t *testing.T) {
 	t.Parallel()
-	path := writeFile(t, "databse:\n  url: x\nlog:\n  levle: debug\nservices:\n")
+	path := writeFile(t, "databse:\n  url: x\nlog:\n  levle: debug\nservices:\n") //nolint:misspell // the typos are what the test is about
 	_, err := config.Load([]string{"--config=" + path}, nil)
 	require.ErrorContains(t, err, "unknown settings: databse.url, log.levle")
 }

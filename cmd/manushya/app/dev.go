@@ -31,9 +31,9 @@ func (a *App) Bootstrap(ctx context.Context, dataDir string, out io.Writer) erro
 	}
 	path := filepath.Join(dataDir, BootstrapFile)
 	if _, err := os.Stat(path); err == nil {
-		fmt.Fprintf(out, "\nManushya is running. The admin API key of tenant %q is in %s.\nAPI reference: http://%s/v1/docs\n",
+		_, err := fmt.Fprintf(out, "\nManushya is running. The admin API key of tenant %q is in %s.\nAPI reference: http://%s/v1/docs\n",
 			DefaultTenant, path, a.HTTPAddr())
-		return nil
+		return err
 	}
 	svc := a.identity.Service()
 	res, err := svc.Bootstrap(ctx, DefaultTenant, "Default tenant")
@@ -53,7 +53,7 @@ func (a *App) Bootstrap(ctx context.Context, dataDir string, out io.Writer) erro
 		return fmt.Errorf("save bootstrap credential: %w", err)
 	}
 	base := "http://" + a.HTTPAddr()
-	fmt.Fprintf(out, `
+	_, err = fmt.Fprintf(out, `
 Manushya is running with tenant %q and its admin API key.
 The key is shown once here and saved in %s (mode 0600):
 
@@ -67,7 +67,7 @@ Try it:
 
 API reference: %s/v1/docs
 `, DefaultTenant, path, res.APIKey, base, base)
-	return nil
+	return err
 }
 
 // BootstrapTenant creates a tenant with an admin identity and an operator API key
