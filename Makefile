@@ -77,6 +77,11 @@ dev: build ## Install what is missing, build, and run the whole suite in one pro
 	MANUSHYA_DATABASE_MIGRATE_URL=$${MANUSHYA_DATABASE_MIGRATE_URL:-postgres://manushya:manushya@127.0.0.1:5432/manushya?sslmode=disable} \
 	./bin/manushya dev
 
+.PHONY: helm-lint
+helm-lint: ## Render the Helm chart with Helm's own packages, check it, and check deploy/k8s/rendered is current.
+	go test -count=1 ./deploy/k8s/
+	go run ./deploy/k8s/render -check
+
 .PHONY: bench
 bench: ## Run the Go benchmarks (see docs/benchmarks.md for the load tests).
 	@scripts/setup.sh
