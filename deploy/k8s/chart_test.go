@@ -355,7 +355,6 @@ func TestOverrides(t *testing.T) {
 	require.NotNil(t, s)
 	require.Equal(t, pepper, s.StringData["MANUSHYA_AUTH_API_KEY_PEPPER"])
 	require.Contains(t, s.StringData, "MANUSHYA_REDIS_URL")
-	require.NotContains(t, s.StringData, "MANUSHYA_AUTH_OPERATOR_KEY")
 	hook := o.secrets["manushya-migrate"]
 	require.NotNil(t, hook)
 	require.Equal(t, "pre-install,pre-upgrade", hook.Annotations["helm.sh/hook"])

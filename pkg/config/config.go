@@ -85,8 +85,6 @@ type AuthConfig struct {
 	// APIKeyPepper keys the hashes API keys are stored as, so a database dump alone
 	// cannot be used to check guessed keys.
 	APIKeyPepper string `koanf:"api_key_pepper" redact:"secret"`
-	// OperatorKey, when set, authenticates operator-only calls.
-	OperatorKey string `koanf:"operator_key" redact:"secret"`
 }
 
 // DevConfig configures `manushya dev`.
@@ -163,7 +161,6 @@ var settings = []setting{
 	{"services.webhooks_addr", "", "gRPC address of the webhooks service (default: grpc.addr)"},
 	{"services.usage_addr", "", "gRPC address of the usage service (default: grpc.addr)"},
 	{"auth.api_key_pepper", "", "secret keying API key hashes, at least 32 bytes (prefer the environment)"},
-	{"auth.operator_key", "", "key for operator-only calls (prefer the environment)"},
 	{"dev.data_dir", ".manushya", "where the dev command keeps its state"},
 }
 

@@ -223,7 +223,6 @@ func TestValidateAcceptsGoodConfigs(t *testing.T) {
 		EmbeddingAddr: "unix:///run/embedding.sock",
 		PolicyAddr:    "[::1]:9090",
 	}
-	cfg.Auth.OperatorKey = pepper
 	require.NoError(t, cfg.Validate(config.ModeServe))
 }
 
@@ -292,10 +291,8 @@ func TestValidateValues(t *testing.T) {
 		}},
 		"short secrets": {config.ModeServe, func(c *config.Config) {
 			c.Auth.APIKeyPepper = "hunter2"
-			c.Auth.OperatorKey = "hunter3"
 		}, []string{
 			"auth.api_key_pepper: must be at least 32 bytes",
-			"auth.operator_key: must be at least 32 bytes",
 		}},
 		"dev needs a nats dir when embedded": {config.ModeDev, func(c *config.Config) {
 			c.NATS.URL = ""
@@ -344,7 +341,6 @@ func TestRedacted(t *testing.T) {
 	t.Parallel()
 	cfg := validServe()
 	cfg.Redis.URL = "redis://:cachepw@cache:6379/0"
-	cfg.Auth.OperatorKey = pepper
 
 	r := cfg.Redacted()
 	require.Equal(t, []string{"all"}, r["target"])
@@ -354,7 +350,7 @@ func TestRedacted(t *testing.T) {
 		"app_role":    "manushya_app",
 		"max_conns":   20,
 	}, r["database"])
-	require.Equal(t, map[string]any{"api_key_pepper": "****", "operator_key": "****"}, r["auth"])
+	require.Equal(t, map[string]any{"api_key_pepper": "****"}, r["auth"])
 	require.Equal(t, "redis://:****@cache:6379/0", r["redis"].(map[string]any)["url"])
 	require.Equal(t, "15s", r["http"].(map[string]any)["shutdown_timeout"])
 	require.NotContains(t, r, "File")

@@ -140,9 +140,6 @@ func (c *Config) Validate(mode string) error {
 	case c.Auth.APIKeyPepper != "":
 		secret(ck, "auth.api_key_pepper", c.Auth.APIKeyPepper)
 	}
-	if c.Auth.OperatorKey != "" {
-		secret(ck, "auth.operator_key", c.Auth.OperatorKey)
-	}
 
 	if mode == ModeDev && c.Dev.DataDir == "" {
 		ck.add("dev.data_dir", "required")

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -20,12 +22,27 @@ const (
 	defaultPingTimeout           = 5 * time.Second
 )
 
+// Option adjusts a pool's configuration before it opens.
+type Option func(url string, cfg *pgxpool.Config)
+
+// WithMaxConns sizes the pool, unless the URL sets pool_max_conns itself.
+func WithMaxConns(n int) Option {
+	return func(url string, cfg *pgxpool.Config) {
+		if n > 0 && !strings.Contains(url, "pool_max_conns") {
+			cfg.MaxConns = int32(min(n, math.MaxInt32))
+		}
+	}
+}
+
 // Connect opens a pgx pool for url, pings it and returns it. Pool settings given in the
 // URL (pool_max_conns, connect_timeout, application_name, ...) win over the defaults.
-func Connect(ctx context.Context, url string) (*pgxpool.Pool, error) {
+func Connect(ctx context.Context, url string, opts ...Option) (*pgxpool.Pool, error) {
 	cfg, err := pgxpool.ParseConfig(url)
 	if err != nil {
 		return nil, parseError(err)
+	}
+	for _, o := range opts {
+		o(url, cfg)
 	}
 	if cfg.ConnConfig.ConnectTimeout == 0 {
 		cfg.ConnConfig.ConnectTimeout = defaultConnectTimeout

@@ -210,7 +210,7 @@ func (a *App) initDatabase(ctx context.Context) (module.Service, error) {
 			return nil, fmt.Errorf("migrate: %w", err)
 		}
 	}
-	pool, err := postgres.Connect(ctx, a.cfg.Database.URL)
+	pool, err := postgres.Connect(ctx, a.cfg.Database.URL, postgres.WithMaxConns(a.cfg.Database.MaxConns))
 	if err != nil {
 		return nil, err
 	}
