@@ -30,7 +30,7 @@ type stack struct {
 	natsURL string
 }
 
-func newStack(t *testing.T) *stack {
+func newStack(t testing.TB) *stack {
 	t.Helper()
 	db := pgtest.New(t, app.AllMigrations()...)
 	nats, err := bus.StartEmbedded(t.TempDir(), -1)
@@ -41,7 +41,7 @@ func newStack(t *testing.T) *stack {
 
 // start runs one process with the given targets and extra settings, waiting until
 // it serves; it is stopped at the end of the test.
-func (s *stack) start(t *testing.T, targets string, extra ...string) *app.App {
+func (s *stack) start(t testing.TB, targets string, extra ...string) *app.App {
 	t.Helper()
 	env := []string{
 		"MANUSHYA_TARGET=" + targets,
@@ -79,7 +79,7 @@ func (s *stack) start(t *testing.T, targets string, extra ...string) *app.App {
 	return a
 }
 
-func target(t *testing.T, grpcAddr, httpAddr string) apitest.Target {
+func target(t testing.TB, grpcAddr, httpAddr string) apitest.Target {
 	t.Helper()
 	conn, err := grpc.NewClient(grpcAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	require.NoError(t, err)
