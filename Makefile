@@ -67,8 +67,7 @@ lint: $(PROTO_TOOLS) $(BIN)/golangci-lint ## gofmt, go vet, golangci-lint, buf l
 	go vet ./...
 	golangci-lint run ./...
 	buf lint
-	@if git rev-parse --verify -q main >/dev/null && git cat-file -e main:buf.yaml 2>/dev/null; then \
-		buf breaking --against '.git#branch=main'; else echo "buf breaking: no main to compare with"; fi
+	scripts/buf-breaking.sh main
 
 .PHONY: dev
 dev: build ## Install what is missing, build, and run the whole suite in one process.
