@@ -15,5 +15,5 @@ trap 'rm -rf "$tmp"' EXIT
 git archive "$ref" buf.yaml proto | tar -x -C "$tmp"
 mkdir -p "$tmp/.bin"
 cp -r .bin/proto-deps "$tmp/.bin/proto-deps"
-buf breaking --against "$tmp"
+"${BUF:-$(command -v buf || echo .bin/buf)}" breaking --against "$tmp"
 echo "buf breaking: no breaking changes against $ref"
