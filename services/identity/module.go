@@ -6,10 +6,12 @@ import (
 	"log/slog"
 
 	"github.com/jackc/pgx/v5/pgxpool"
-	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 
 	"github.com/manushya-ai/manushya/pkg/auth"
+	"github.com/manushya-ai/manushya/pkg/bus"
+	"github.com/manushya-ai/manushya/pkg/kv"
 	"github.com/manushya-ai/manushya/pkg/outbox"
 	identityv1 "github.com/manushya-ai/manushya/pkg/pb/manushya/identity/v1"
 	"github.com/manushya-ai/manushya/pkg/postgres"
@@ -28,9 +30,13 @@ type Config struct {
 
 // Deps are what the composition root hands the module.
 type Deps struct {
-	Logger    *slog.Logger
-	Pool      *pgxpool.Pool // connected as the application role
-	JetStream jetstream.JetStream
+	Logger     *slog.Logger
+	Pool       *pgxpool.Pool // connected as the application role
+	Bus        *bus.Bus      // NATS JetStream: outbox relay and consumers
+	KV         kv.Store      // Redis, or in-process in dev
+	Registerer prometheus.Registerer
+	// Dial returns a client connection to another service by name.
+	Dial func(service string) (grpc.ClientConnInterface, error)
 }
 
 // Module is the identity service as a unit of the binary: its gRPC services and its
@@ -65,8 +71,8 @@ func New(cfg Config, deps Deps) (*Module, error) {
 		logger:  logger,
 		workers: worker.NewGroup(logger),
 	}
-	if deps.JetStream != nil {
-		m.relay = outbox.NewRelay(deps.Pool, deps.JetStream, store.Schema, logger)
+	if deps.Bus != nil {
+		m.relay = outbox.NewRelay(deps.Pool, deps.Bus.JS, store.Schema, logger, outbox.WithRegisterer(deps.Registerer))
 	}
 	return m, nil
 }

@@ -5,9 +5,11 @@ import (
 	"log/slog"
 
 	"github.com/jackc/pgx/v5/pgxpool"
-	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 
+	"github.com/manushya-ai/manushya/pkg/bus"
+	"github.com/manushya-ai/manushya/pkg/kv"
 	"github.com/manushya-ai/manushya/pkg/outbox"
 	eventsv1 "github.com/manushya-ai/manushya/pkg/pb/manushya/events/v1"
 	webhooksv1 "github.com/manushya-ai/manushya/pkg/pb/manushya/webhooks/v1"
@@ -24,9 +26,14 @@ type Config struct{}
 
 // Deps are what the composition root hands the module.
 type Deps struct {
-	Logger    *slog.Logger
-	Pool      *pgxpool.Pool // connected as the application role
-	JetStream jetstream.JetStream
+	Logger     *slog.Logger
+	Pool       *pgxpool.Pool // connected as the application role
+	Bus        *bus.Bus      // NATS JetStream: outbox relay and consumers
+	KV         kv.Store      // Redis, or in-process in dev
+	Registerer prometheus.Registerer
+	// Dial returns a client connection to another service by name ("identity",
+	// "embedding", ...): in-process or remote, the same gRPC path.
+	Dial func(service string) (grpc.ClientConnInterface, error)
 }
 
 // Module is the webhooks service as a unit of the binary.
@@ -45,8 +52,8 @@ func New(_ Config, deps Deps) (*Module, error) {
 	}
 	logger := deps.Logger.With("service", "webhooks")
 	m := &Module{workers: worker.NewGroup(logger)}
-	if deps.JetStream != nil && deps.Pool != nil {
-		m.relay = outbox.NewRelay(deps.Pool, deps.JetStream, Schema, logger)
+	if deps.Bus != nil && deps.Pool != nil {
+		m.relay = outbox.NewRelay(deps.Pool, deps.Bus.JS, Schema, logger, outbox.WithRegisterer(deps.Registerer))
 	}
 	return m, nil
 }

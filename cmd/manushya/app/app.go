@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc"
 	"google.golang.org/grpc"
@@ -65,26 +64,26 @@ func services() []serviceDef {
 	return []serviceDef{
 		{config.ServiceIdentity, identity.Migrations(), func(a *App) (serviceModule, error) {
 			m, err := identity.New(identity.Config{APIKeyPepper: a.cfg.Auth.APIKeyPepper},
-				identity.Deps{Logger: a.logger, Pool: a.pool, JetStream: a.js()})
+				identity.Deps{Logger: a.logger, Pool: a.pool, Bus: a.bus, KV: a.kv, Registerer: a.registry, Dial: a.dialService})
 			if err == nil {
 				a.identity = m
 			}
 			return m, err
 		}},
 		{config.ServiceMemory, memory.Migrations(), func(a *App) (serviceModule, error) {
-			return memory.New(memory.Config{}, memory.Deps{Logger: a.logger, Pool: a.pool, JetStream: a.js()})
+			return memory.New(memory.Config{}, memory.Deps{Logger: a.logger, Pool: a.pool, Bus: a.bus, KV: a.kv, Registerer: a.registry, Dial: a.dialService})
 		}},
 		{config.ServiceEmbedding, embedding.Migrations(), func(a *App) (serviceModule, error) {
-			return embedding.New(embedding.Config{}, embedding.Deps{Logger: a.logger, Pool: a.pool, JetStream: a.js()})
+			return embedding.New(embedding.Config{}, embedding.Deps{Logger: a.logger, Pool: a.pool, Bus: a.bus, KV: a.kv, Registerer: a.registry, Dial: a.dialService})
 		}},
 		{config.ServicePolicy, policy.Migrations(), func(a *App) (serviceModule, error) {
-			return policy.New(policy.Config{}, policy.Deps{Logger: a.logger, Pool: a.pool, JetStream: a.js()})
+			return policy.New(policy.Config{}, policy.Deps{Logger: a.logger, Pool: a.pool, Bus: a.bus, KV: a.kv, Registerer: a.registry, Dial: a.dialService})
 		}},
 		{config.ServiceWebhooks, webhooks.Migrations(), func(a *App) (serviceModule, error) {
-			return webhooks.New(webhooks.Config{}, webhooks.Deps{Logger: a.logger, Pool: a.pool, JetStream: a.js()})
+			return webhooks.New(webhooks.Config{}, webhooks.Deps{Logger: a.logger, Pool: a.pool, Bus: a.bus, KV: a.kv, Registerer: a.registry, Dial: a.dialService})
 		}},
 		{config.ServiceUsage, usage.Migrations(), func(a *App) (serviceModule, error) {
-			return usage.New(usage.Config{}, usage.Deps{Logger: a.logger, Pool: a.pool, JetStream: a.js()})
+			return usage.New(usage.Config{}, usage.Deps{Logger: a.logger, Pool: a.pool, Bus: a.bus, KV: a.kv, Registerer: a.registry, Dial: a.dialService})
 		}},
 	}
 }
@@ -120,8 +119,10 @@ type App struct {
 	identity *identity.Module
 	conns    []*grpc.ClientConn
 
-	remoteMu sync.Mutex
-	remote   *auth.Remote
+	connMu       sync.Mutex
+	serviceConns map[string]*grpc.ClientConn
+	remoteMu     sync.Mutex
+	remote       *auth.Remote
 
 	readyOnce sync.Once
 	ready     chan struct{}
@@ -186,13 +187,6 @@ func (a *App) Run(ctx context.Context) error {
 }
 
 func (a *App) runs(name string) bool { return slices.Contains(a.resolved, name) }
-
-func (a *App) js() jetstream.JetStream {
-	if a.bus == nil {
-		return nil
-	}
-	return a.bus.JS
-}
 
 func (a *App) initDatabase(ctx context.Context) (module.Service, error) {
 	var sets []postgres.Migrations
@@ -381,7 +375,7 @@ func (a *App) remoteAuth() (*auth.Remote, error) {
 	a.remoteMu.Lock()
 	defer a.remoteMu.Unlock()
 	if a.remote == nil {
-		conn, err := a.dial(a.serviceAddr(config.ServiceIdentity))
+		conn, err := a.dialService(config.ServiceIdentity)
 		if err != nil {
 			return nil, fmt.Errorf("identity service client: %w", err)
 		}
@@ -398,6 +392,26 @@ func (a *App) serviceAddr(name string) string {
 		return a.GRPCAddr()
 	}
 	return a.cfg.ServiceAddr(name)
+}
+
+// dialService returns a client for a service by name, dialled once and shared:
+// this process's own listener when the service runs here, else its configured
+// address.
+func (a *App) dialService(name string) (grpc.ClientConnInterface, error) {
+	a.connMu.Lock()
+	defer a.connMu.Unlock()
+	if c, ok := a.serviceConns[name]; ok {
+		return c, nil
+	}
+	c, err := a.dial(a.serviceAddr(name))
+	if err != nil {
+		return nil, err
+	}
+	if a.serviceConns == nil {
+		a.serviceConns = map[string]*grpc.ClientConn{}
+	}
+	a.serviceConns[name] = c
+	return c, nil
 }
 
 // dial opens a client to another service; connections close with the server module.
