@@ -22,6 +22,9 @@ type Remote struct {
 	cache map[[32]byte]remoteEntry
 }
 
+// maxRemoteEntries bounds the cache's memory whatever the traffic.
+const maxRemoteEntries = 10000
+
 type remoteEntry struct {
 	p       *Principal
 	expires time.Time
@@ -37,7 +40,9 @@ func NewRemote(client identityv1.CredentialServiceClient, ttl time.Duration) *Re
 
 // Authenticate implements Authenticator.
 func (r *Remote) Authenticate(ctx context.Context, cred Credential) (*Principal, error) {
-	key := sha256.Sum256([]byte(cred.Value))
+	// The kind is part of the key: the same string sent as an API key and as a
+	// token is two credentials, and the identity service judges each.
+	key := sha256.Sum256(append([]byte{byte(cred.Kind)}, cred.Value...))
 	now := time.Now()
 	r.mu.Lock()
 	if e, ok := r.cache[key]; ok && now.Before(e.expires) {
@@ -68,11 +73,16 @@ func (r *Remote) Authenticate(ctx context.Context, cred Credential) (*Principal,
 		APIKeyID: resp.GetApiKeyId(), SessionID: resp.GetSessionId(),
 	}
 	r.mu.Lock()
-	if len(r.cache) > 10000 {
+	if len(r.cache) >= maxRemoteEntries {
 		for k, e := range r.cache {
 			if now.After(e.expires) {
 				delete(r.cache, k)
 			}
+		}
+		if len(r.cache) >= maxRemoteEntries {
+			// Every entry is live: start over rather than grow without bound. The
+			// cost is one extra round trip per credential.
+			clear(r.cache)
 		}
 	}
 	r.cache[key] = remoteEntry{p: p, expires: now.Add(r.ttl)}
