@@ -163,7 +163,11 @@ func ToStatus(err error) (*status.Status, bool) {
 	}
 	var e *Error
 	if errors.As(err, &e) {
-		return e.GRPCStatus(), e.Code == codes.Internal || e.Code == codes.Unknown
+		if masked(e.Code) {
+			// Whatever message the code built, the client sees only the generic one.
+			return Internal(err).GRPCStatus(), true
+		}
+		return e.GRPCStatus(), false
 	}
 	switch {
 	case errors.Is(err, context.Canceled):
@@ -172,7 +176,7 @@ func ToStatus(err error) (*status.Status, bool) {
 		return status.New(codes.DeadlineExceeded, "deadline exceeded"), false
 	}
 	st, ok := status.FromError(err)
-	if !ok || st.Code() == codes.Unknown || st.Code() == codes.Internal || st.Code() == codes.DataLoss {
+	if !ok || masked(st.Code()) {
 		return Internal(err).GRPCStatus(), true
 	}
 	if hasErrorInfo(st) {
@@ -189,6 +193,12 @@ func ToStatus(err error) (*status.Status, bool) {
 		}
 	}
 	return out.GRPCStatus(), false
+}
+
+// masked reports whether a code means a server fault whose message must not reach
+// the client.
+func masked(code codes.Code) bool {
+	return code == codes.Internal || code == codes.Unknown || code == codes.DataLoss
 }
 
 func hasErrorInfo(st *status.Status) bool {

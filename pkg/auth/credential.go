@@ -32,8 +32,11 @@ type Credential struct {
 // CredentialFromMetadata reads the caller's credential from incoming gRPC metadata.
 func CredentialFromMetadata(ctx context.Context) (Credential, error) {
 	md, _ := metadata.FromIncomingContext(ctx)
-	if keys := md.Get("x-api-key"); len(keys) > 0 && keys[0] != "" {
-		return Credential{Kind: CredentialAPIKey, Value: strings.TrimSpace(keys[0])}, nil
+	// A blank header counts as absent, so no empty secret goes to the authenticator.
+	if keys := md.Get("x-api-key"); len(keys) > 0 {
+		if key := strings.TrimSpace(keys[0]); key != "" {
+			return Credential{Kind: CredentialAPIKey, Value: key}, nil
+		}
 	}
 	authz := md.Get("authorization")
 	if len(authz) == 0 || authz[0] == "" {

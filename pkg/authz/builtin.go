@@ -15,12 +15,15 @@ type Authorizer interface {
 }
 
 // readActions never change state.
-var readActions = []string{"read", "list", "search", "read_self", "test", "embed"}
+// "test" is not among them: event.test and webhook.test send things.
+var readActions = []string{"read", "list", "search", "read_self", "embed"}
 
-// selfActions are what every authenticated identity may do about itself.
+// selfPermissions are what every authenticated identity may do about itself (the
+// session methods only reach other identities' sessions for admins, which the
+// handlers check). Each must be a permission some RPC declares.
 var selfPermissions = []string{
-	"identity.read_self", "auth.logout", "auth.mfa", "session.read", "session.list",
-	"session.revoke", "session.refresh",
+	"identity.read_self", "auth.logout", "auth.mfa_setup", "auth.mfa_verify", "auth.mfa_disable",
+	"auth.change_password", "session.read", "session.list", "session.revoke",
 }
 
 // BuiltinRoles is the authorizer in force until tenant policies decide: admins manage

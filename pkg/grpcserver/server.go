@@ -97,8 +97,14 @@ func New(opts Options) (*Server, error) {
 		unary = append(unary, metrics.UnaryServerInterceptor())
 		stream = append(stream, metrics.StreamServerInterceptor())
 	}
-	unary = append(unary, c.authnUnary, c.rateLimitUnary, c.validateUnary, c.authzUnary, c.errorsUnary)
-	stream = append(stream, c.authStream, c.errorsStream)
+	// The inner recovery turns a handler's panic into an error while the request id
+	// is in the context and before logging and metrics, so the panic is logged with
+	// the request id and counted like any other failed call. The outer one still
+	// catches panics of the interceptors themselves.
+	unary = append(unary, c.authnUnary, c.rateLimitUnary, c.validateUnary, c.authzUnary,
+		recovery.UnaryServerInterceptor(recovery.WithRecoveryHandlerContext(c.recovered)), c.errorsUnary)
+	stream = append(stream, c.authStream,
+		recovery.StreamServerInterceptor(recovery.WithRecoveryHandlerContext(c.recovered)), c.errorsStream)
 
 	gs := grpc.NewServer(
 		grpc.StatsHandler(otelgrpc.NewServerHandler()),
@@ -183,6 +189,10 @@ func (c *chain) authenticate(ctx context.Context, method string) (context.Contex
 		if err != nil {
 			return ctx, err
 		}
+		if p == nil {
+			// Authorizers dereference the principal; no answer is no identity.
+			return ctx, apierr.Unauthenticated(errorsv1.ErrorReason_ERROR_REASON_CREDENTIALS_UNKNOWN, "credential not recognised")
+		}
 		return auth.WithPrincipal(ctx, p), nil
 	}
 	if access.Public {
@@ -228,17 +238,20 @@ func (c *chain) authorize(ctx context.Context, method string) error {
 	return c.opts.Authorizer.Authorize(ctx, p, access)
 }
 
+// authnUnary authenticates. Authenticators and rate limiters are pluggable and may
+// fail with plain errors (a store that is down); their errors are translated like a
+// handler's, so nothing of theirs reaches the client unmasked.
 func (c *chain) authnUnary(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
 	ctx, err := c.authenticate(ctx, info.FullMethod)
 	if err != nil {
-		return nil, err
+		return nil, c.translate(ctx, info.FullMethod, err)
 	}
 	return h(ctx, req)
 }
 
 func (c *chain) rateLimitUnary(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
 	if err := c.rateLimit(ctx, info.FullMethod); err != nil {
-		return nil, err
+		return nil, c.translate(ctx, info.FullMethod, err)
 	}
 	return h(ctx, req)
 }
@@ -264,10 +277,10 @@ func (c *chain) authzUnary(ctx context.Context, req any, info *grpc.UnaryServerI
 func (c *chain) authStream(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, h grpc.StreamHandler) error {
 	ctx, err := c.authenticate(ss.Context(), info.FullMethod)
 	if err != nil {
-		return err
+		return c.translate(ctx, info.FullMethod, err)
 	}
 	if err := c.rateLimit(ctx, info.FullMethod); err != nil {
-		return err
+		return c.translate(ctx, info.FullMethod, err)
 	}
 	if err := c.authorize(ctx, info.FullMethod); err != nil {
 		return err
