@@ -6,4 +6,13 @@
 // start with "mk_"; anything else after Bearer is a JWT access token. Verifying either
 // is the job of an Authenticator: the identity service verifies against its own store,
 // every other service asks the identity service (and caches the answer briefly).
+//
+// Access tokens can be verified anywhere without a round trip: JWTVerifier checks
+// the EdDSA signature (the algorithm is pinned, so "none" and HMAC tokens never
+// verify), issuer, audience, expiry, not-before and lifetime, then the session
+// against Revocations. Keys come from a KeySource: the identity service's own
+// keyring, or JWKSKeys, which fetches AuthService.GetJwks. Revocations follows
+// session.revoked events on the bus (replaying the last token lifetime first), so a
+// revoked session's tokens are refused by every process about as fast as the event
+// travels. Split sends bearer JWTs to such a verifier and API keys elsewhere.
 package auth

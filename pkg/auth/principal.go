@@ -58,3 +58,17 @@ func FromContext(ctx context.Context) (*Principal, bool) {
 	p, ok := ctx.Value(principalKey{}).(*Principal)
 	return p, ok && p != nil
 }
+
+type credentialErrorKey struct{}
+
+// WithCredentialError records why the request's credential failed, for public
+// methods that go on anonymously but report on credentials (introspection).
+func WithCredentialError(ctx context.Context, err error) context.Context {
+	return context.WithValue(ctx, credentialErrorKey{}, err)
+}
+
+// CredentialError returns the failure recorded by WithCredentialError, if any.
+func CredentialError(ctx context.Context) error {
+	err, _ := ctx.Value(credentialErrorKey{}).(error)
+	return err
+}

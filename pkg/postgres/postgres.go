@@ -105,3 +105,13 @@ func CheckAppRole(ctx context.Context, pool *pgxpool.Pool) error {
 	}
 	return nil
 }
+
+// SuperuserSetupSQL is what a superuser runs once per database before migrations:
+// the pgvector extension, and LEAKPROOF on the operators of keyword search
+// (tsvector @@ tsquery) and metadata filters (jsonb @>). Under row-level security
+// PostgreSQL uses an index for a condition only when its function is leakproof, so
+// without it the GIN indexes on those columns are never used. Neither function raises
+// data-dependent errors. scripts/provision-db.sh runs the same statements.
+const SuperuserSetupSQL = `CREATE EXTENSION IF NOT EXISTS vector;
+ALTER FUNCTION pg_catalog.ts_match_vq(tsvector, tsquery) LEAKPROOF;
+ALTER FUNCTION pg_catalog.jsonb_contains(jsonb, jsonb) LEAKPROOF;`

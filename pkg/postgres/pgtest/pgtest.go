@@ -238,6 +238,7 @@ func fingerprint(sets []postgres.Migrations) (string, error) {
 		h.Write(b)
 	}
 	field([]byte(templateFormat))
+	field([]byte(postgres.SuperuserSetupSQL))
 	for _, set := range sets {
 		field([]byte(set.Schema))
 		if set.FS == nil {
@@ -316,7 +317,7 @@ func buildTemplate(ctx context.Context, conn *pgx.Conn, base *url.URL, template 
 	if err != nil {
 		return fmt.Errorf("connect to %s: %w", build, err)
 	}
-	_, err = buildConn.Exec(ctx, "CREATE EXTENSION IF NOT EXISTS vector")
+	_, err = buildConn.Exec(ctx, postgres.SuperuserSetupSQL)
 	// Nothing may stay connected to a template, or copying it fails.
 	closeConn(buildConn)
 	if err != nil {

@@ -1,0 +1,6 @@
+# Admins manage their tenant.
+package builtin.admin
+
+match := true
+
+reason := "admins manage their tenant"
