@@ -1,5 +1,22 @@
-// Package memory is the memory service. It stores memories and serves vector, keyword and hybrid search.
+// Package memory is the memory service: it stores the text memories of a tenant's
+// identities and finds them again by meaning (vector), by words (keyword) or both
+// (hybrid, reciprocal rank fusion).
 //
-// Its RPCs are declared in proto/manushya and registered here; those whose behaviour
-// is not built yet answer UNIMPLEMENTED naming the method.
+// Writes never wait for a model: a memory is stored with embedding_status PENDING,
+// an embedding job and a memory.created event in one transaction. The embedder, a
+// durable JetStream consumer of memory.created and memory.updated, batches the
+// pending texts, calls the embedding service and stores the vectors (READY,
+// memory.embedded). Failures mark the memory FAILED with the reason and are
+// retried with backoff by a sweeper, which also picks up jobs whose event was
+// missed. A second sweeper purges expired memories (memory.expired); reads hide
+// them as soon as they expire.
+//
+// Vector search uses an HNSW index (cosine) with pgvector's iterative scans, so a
+// filtered search still fills its limit; scopes small enough are ranked exactly
+// instead. Keyword search uses a generated tsvector with a GIN index. One filter
+// grammar (filter.go) serves list, search and bulk delete, compiled to
+// parameterised SQL.
+//
+// Tenants are isolated by row-level security; within a tenant an identity sees
+// its own memories, and admins and service identities act for any identity.
 package memory

@@ -1,0 +1,316 @@
+package memory
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"slices"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/pgvector/pgvector-go"
+	pgxvec "github.com/pgvector/pgvector-go/pgx"
+	"github.com/stretchr/testify/require"
+	"google.golang.org/protobuf/types/known/structpb"
+
+	"github.com/manushya-ai/manushya/pkg/embedder/hashing"
+	memoryv1 "github.com/manushya-ai/manushya/pkg/pb/manushya/memory/v1"
+	"github.com/manushya-ai/manushya/services/memory/store"
+)
+
+// BenchmarkSearch seeds a tenant with MEMORY_BENCH_N memories (default 20000;
+// the figures of issue 4 use 100000) over 100 identities, plus the same number
+// again spread over 9 noise tenants, embedded by the hashing embedder at 384
+// dimensions, and measures vector search through the gRPC server at concurrency
+// 8: p50/p95 latency and recall@10 against exact KNN, tenant-wide, for one
+// identity (1% of the tenant) and for a metadata filter matching 0.1%; then the
+// same SQL straight through pgx, for the service/raw ratio. Run once:
+//
+//	MEMORY_BENCH_N=100000 go test ./services/memory -run '^$' -bench BenchmarkSearch -benchtime 1x
+func BenchmarkSearch(b *testing.B) {
+	n := 20000
+	if v, err := strconv.Atoi(os.Getenv("MEMORY_BENCH_N")); err == nil && v > 0 {
+		n = v
+	}
+	queries := 400
+	ef := 200
+	if v, err := strconv.Atoi(os.Getenv("MEMORY_BENCH_EF_SEARCH")); err == nil && v > 0 {
+		ef = v
+	}
+	tb := setup(b, setupOpts{noWorkers: true, cfg: Config{EfSearch: ef}})
+	ctx := context.Background()
+	emb := hashing.New(384)
+	gen := newTextGen(1)
+
+	// Seed by COPY with the index dropped, then build it in bulk.
+	start := time.Now()
+	_, err := tb.admin.Exec(ctx, "DROP INDEX memory.memories_embedding_hnsw")
+	require.NoError(b, err)
+	identities := make([]uuid.UUID, 100)
+	for i := range identities {
+		identities[i] = uuid.New()
+	}
+	type seeded struct {
+		id       uuid.UUID
+		identity int
+		bucket   int
+		vec      []float32
+	}
+	var main []seeded
+	noise := make([]uuid.UUID, 9)
+	for i := range noise {
+		noise[i] = uuid.New()
+	}
+	cfg, err := pgxpool.ParseConfig(tb.db.AdminURL)
+	require.NoError(b, err)
+	cfg.AfterConnect = pgxvec.RegisterTypes
+	loader, err := pgxpool.NewWithConfig(ctx, cfg)
+	require.NoError(b, err)
+	defer loader.Close()
+	var rows [][]any
+	flush := func() {
+		_, err := loader.CopyFrom(ctx, pgx.Identifier{"memory", "memories"},
+			[]string{"id", "tenant_id", "identity_id", "text", "type", "metadata", "embedding", "embedding_model", "embedding_status"},
+			pgx.CopyFromRows(rows))
+		require.NoError(b, err)
+		rows = rows[:0]
+	}
+	for i := range 2 * n {
+		text := gen.sentence()
+		vec := emb.EmbedOne(text)
+		id, _ := uuid.NewV7()
+		tenant, ident := tb.tenantA, identities[i%100]
+		if i >= n {
+			tenant, ident = noise[i%9], uuid.New()
+		} else {
+			main = append(main, seeded{id: id, identity: i % 100, bucket: i % 1000, vec: vec})
+		}
+		md := fmt.Sprintf(`{"bucket": %d}`, i%1000)
+		rows = append(rows, []any{id, tenant, ident, text, "note", md, pgvector.NewVector(vec), emb.Model(), int16(2)})
+		if len(rows) == 5000 {
+			flush()
+		}
+	}
+	flush()
+	_, err = tb.admin.Exec(ctx, "SET maintenance_work_mem = '512MB'")
+	require.NoError(b, err)
+	_, err = tb.admin.Exec(ctx, `CREATE INDEX memories_embedding_hnsw ON memory.memories
+  USING hnsw (embedding vector_cosine_ops) WITH (m = 16, ef_construction = 64)`)
+	require.NoError(b, err)
+	_, err = tb.admin.Exec(ctx, "VACUUM ANALYZE memory.memories")
+	require.NoError(b, err)
+	require.NoError(b, MarkLeakproof(ctx, tb.admin))
+	b.Logf("seeded %d memories (+%d noise) and built the index in %s", n, n, time.Since(start).Round(time.Second))
+
+	// Query vectors: fresh sentences from the same generator.
+	qs := make([][]float32, queries)
+	for i := range qs {
+		qs[i] = emb.EmbedOne(gen.sentence())
+	}
+	type scenario struct {
+		name  string
+		req   func(i int) *memoryv1.SearchMemoriesRequest
+		match func(s seeded, i int) bool
+		raw   func(q []float32, i int) (string, []any)
+	}
+	bucketFilter := func(i int) *memoryv1.Filter {
+		return &memoryv1.Filter{Condition: &memoryv1.FilterCondition{Field: "metadata.bucket", Op: opEQ, Value: structpb.NewNumberValue(float64(i % 1000))}}
+	}
+	live := "m.tenant_id = $1 AND " + store.Live + " AND m.embedding IS NOT NULL"
+	scenarios := []scenario{
+		{
+			name:  "tenant",
+			req:   func(int) *memoryv1.SearchMemoriesRequest { return &memoryv1.SearchMemoriesRequest{} },
+			match: func(seeded, int) bool { return true },
+			raw: func(q []float32, _ int) (string, []any) {
+				return annSQL(live, "$2", "$3", "$4"), []any{tb.tenantA, vecString(q), 2.0, 10}
+			},
+		},
+		{
+			name: "identity",
+			req: func(i int) *memoryv1.SearchMemoriesRequest {
+				return &memoryv1.SearchMemoriesRequest{IdentityId: identities[i%100].String()}
+			},
+			match: func(s seeded, i int) bool { return s.identity == i%100 },
+			raw: func(q []float32, i int) (string, []any) {
+				return exactSQL(live+" AND m.identity_id = $5", "$2", "$3", "$4"), []any{tb.tenantA, vecString(q), 10001, 10, identities[i%100]}
+			},
+		},
+		{
+			name: "filter0.1%",
+			req: func(i int) *memoryv1.SearchMemoriesRequest {
+				return &memoryv1.SearchMemoriesRequest{Filter: bucketFilter(i)}
+			},
+			match: func(s seeded, i int) bool { return s.bucket == i%1000 },
+			raw: func(q []float32, i int) (string, []any) {
+				return exactSQL(live+` AND m.metadata @> $5::jsonb`, "$2", "$3", "$4"),
+					[]any{tb.tenantA, vecString(q), 10001, 10, fmt.Sprintf(`{"bucket": %d}`, i%1000)}
+			},
+		},
+	}
+	rawPool, err := pgxpool.New(ctx, tb.db.AppURL)
+	require.NoError(b, err)
+	defer rawPool.Close()
+
+	for _, sc := range scenarios {
+		// Service, through gRPC.
+		got := make([][]string, queries)
+		svcLat := measure(queries, 8, func(i int) {
+			req := sc.req(i)
+			req.Vector, req.Limit = qs[i], 10
+			resp, err := tb.client.SearchMemories(as("admin-a"), req)
+			if err != nil {
+				b.Error(err)
+				return
+			}
+			got[i] = ids(resp.GetResults())
+		})
+		// Raw SQL through pgx, the same statement in the same kind of transaction.
+		rawLat := measure(queries, 8, func(i int) {
+			sql, args := sc.raw(qs[i], i)
+			tx, err := rawPool.Begin(ctx)
+			if err != nil {
+				b.Error(err)
+				return
+			}
+			defer func() { _ = tx.Rollback(ctx) }()
+			if _, err := tx.Exec(ctx, `SELECT set_config('manushya.tenant_id', $1, true), set_config('hnsw.iterative_scan', 'relaxed_order', true),
+set_config('hnsw.ef_search', $2, true), set_config('plan_cache_mode', 'force_custom_plan', true)`, tb.tenantA.String(), strconv.Itoa(ef)); err != nil {
+				b.Error(err)
+				return
+			}
+			r, err := tx.Query(ctx, sql, args...)
+			if err != nil {
+				b.Error(err)
+				return
+			}
+			for r.Next() {
+			}
+			r.Close()
+		})
+		// Recall@10 against exact KNN over the seeded vectors.
+		var recall float64
+		for i, q := range qs {
+			truth := exactKNN(main, func(s seeded) bool { return sc.match(s, i) }, func(s seeded) []float32 { return s.vec }, func(s seeded) string { return s.id.String() }, q, 10)
+			hit := 0
+			for _, id := range got[i] {
+				if slices.Contains(truth, id) {
+					hit++
+				}
+			}
+			if len(truth) > 0 {
+				recall += float64(hit) / float64(len(truth))
+			} else {
+				recall++
+			}
+		}
+		recall /= float64(len(qs))
+		sp50, sp95 := pct(svcLat, 50), pct(svcLat, 95)
+		rp50, rp95 := pct(rawLat, 50), pct(rawLat, 95)
+		b.Logf("%-10s service p50 %6.2fms p95 %6.2fms | raw p50 %6.2fms p95 %6.2fms | ratio p50 %.2f | recall@10 %.3f",
+			sc.name, ms(sp50), ms(sp95), ms(rp50), ms(rp95), float64(sp50)/float64(rp50), recall)
+		b.ReportMetric(ms(sp50), sc.name+"-p50-ms")
+		b.ReportMetric(ms(sp95), sc.name+"-p95-ms")
+		b.ReportMetric(recall, sc.name+"-recall@10")
+		b.ReportMetric(float64(sp50)/float64(rp50), sc.name+"-svc/raw")
+	}
+}
+
+func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+
+func pct(lat []time.Duration, p int) time.Duration {
+	s := slices.Clone(lat)
+	slices.Sort(s)
+	return s[min(len(s)-1, len(s)*p/100)]
+}
+
+// measure runs fn(i) for i in [0, n) on c workers and returns each call's latency.
+func measure(n, c int, fn func(i int)) []time.Duration {
+	lat := make([]time.Duration, n)
+	var next sync.Mutex
+	i := 0
+	var wg sync.WaitGroup
+	for range c {
+		wg.Go(func() {
+			for {
+				next.Lock()
+				j := i
+				i++
+				next.Unlock()
+				if j >= n {
+					return
+				}
+				t := time.Now()
+				fn(j)
+				lat[j] = time.Since(t)
+			}
+		})
+	}
+	wg.Wait()
+	return lat
+}
+
+// exactKNN is brute-force cosine KNN over unit vectors (dot product).
+func exactKNN[T any](items []T, keep func(T) bool, vec func(T) []float32, id func(T) string, q []float32, k int) []string {
+	type scored struct {
+		id  string
+		sim float64
+	}
+	var all []scored
+	for _, it := range items {
+		if !keep(it) {
+			continue
+		}
+		v := vec(it)
+		var s float64
+		for d := range q {
+			s += float64(q[d]) * float64(v[d])
+		}
+		all = append(all, scored{id(it), s})
+	}
+	sort.Slice(all, func(a, b int) bool { return all[a].sim > all[b].sim })
+	out := make([]string, 0, k)
+	for _, s := range all[:min(k, len(all))] {
+		out = append(out, s.id)
+	}
+	return out
+}
+
+// textGen writes synthetic memories: sentences from a Zipf-distributed vocabulary,
+// so that hashing embeddings have realistic overlaps.
+type textGen struct {
+	r     *rand.Rand
+	zipf  *rand.Zipf
+	vocab []string
+}
+
+func newTextGen(seed uint64) *textGen {
+	r := rand.New(rand.NewPCG(seed, seed+1))
+	syll := []string{"ka", "lo", "mi", "ra", "ten", "vo", "shi", "pu", "den", "al", "or", "ne", "bri", "sa", "tu", "gel"}
+	vocab := make([]string, 5000)
+	for i := range vocab {
+		var sb strings.Builder
+		for range 2 + r.IntN(3) {
+			sb.WriteString(syll[r.IntN(len(syll))])
+		}
+		vocab[i] = sb.String()
+	}
+	return &textGen{r: r, zipf: rand.NewZipf(r, 1.1, 2, uint64(len(vocab)-1)), vocab: vocab}
+}
+
+func (g *textGen) sentence() string {
+	n := 8 + g.r.IntN(10)
+	words := make([]string, n)
+	for i := range words {
+		words[i] = g.vocab[g.zipf.Uint64()]
+	}
+	return strings.Join(words, " ")
+}

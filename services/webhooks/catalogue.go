@@ -1,0 +1,137 @@
+package webhooks
+
+import (
+	"slices"
+	"strings"
+
+	"google.golang.org/protobuf/types/known/structpb"
+
+	eventsv1 "github.com/manushya-ai/manushya/pkg/pb/manushya/events/v1"
+)
+
+// eventTypeDef is one entry of the event catalogue, kept in code so it ships with
+// the binary that emits the events.
+type eventTypeDef struct {
+	Type        string
+	Description string
+	Schema      map[string]any
+	Example     map[string]any
+}
+
+func obj(required []string, props map[string]any) map[string]any {
+	req := make([]any, len(required))
+	for i, r := range required {
+		req[i] = r
+	}
+	return map[string]any{
+		"$schema": "https://json-schema.org/draft/2020-12/schema", "type": "object",
+		"required": req, "properties": props,
+	}
+}
+
+var (
+	str     = map[string]any{"type": "string"}
+	uuidStr = map[string]any{"type": "string", "format": "uuid"}
+	ts      = map[string]any{"type": "string", "format": "date-time"}
+	anyObj  = map[string]any{"type": "object"}
+	integer = map[string]any{"type": "integer"}
+)
+
+var identitySchema = obj([]string{"id", "tenant_id", "external_id"}, map[string]any{
+	"id": uuidStr, "tenant_id": uuidStr, "external_id": str, "kind": str, "role": str,
+	"claims": anyObj, "create_time": ts, "update_time": ts,
+})
+
+var memorySchema = obj([]string{"id", "identity_id"}, map[string]any{
+	"id": uuidStr, "identity_id": uuidStr, "type": str, "text": str, "metadata": anyObj,
+	"create_time": ts, "update_time": ts, "expire_time": ts,
+})
+
+var policySchema = obj([]string{"id"}, map[string]any{
+	"id": uuidStr, "name": str, "description": str, "rules": map[string]any{"type": "array"},
+	"create_time": ts, "update_time": ts,
+})
+
+var quotaSchema = obj([]string{"metric", "limit", "used"}, map[string]any{
+	"metric": str, "limit": integer, "used": integer, "period_start": ts, "period_end": ts,
+})
+
+var exIdentity = map[string]any{
+	"id": "01936b2e-6f1a-7c3e-9d2b-1a2b3c4d5e6f", "tenant_id": "01936b2e-0000-7000-8000-000000000001",
+	"external_id": "user@example.com", "kind": "IDENTITY_KIND_USER", "role": "user",
+	"claims": map[string]any{"name": "John Doe"},
+}
+
+var exMemory = map[string]any{
+	"id": "01936b2e-7a00-7c3e-9d2b-1a2b3c4d5e6f", "identity_id": "01936b2e-6f1a-7c3e-9d2b-1a2b3c4d5e6f",
+	"type": "preference", "text": "Prefers dark mode",
+}
+
+var catalogue = []eventTypeDef{
+	{"identity.created", "An identity (user, agent or service) was created.", identitySchema, exIdentity},
+	{"identity.updated", "An identity's role, claims or state changed.", identitySchema, exIdentity},
+	{"identity.deleted", "An identity was deleted; its memories follow.", identitySchema, exIdentity},
+	{"memory.created", "A memory was stored for an identity.", memorySchema, exMemory},
+	{"memory.updated", "A memory's text or metadata changed.", memorySchema, exMemory},
+	{"memory.deleted", "A memory was deleted.", memorySchema, exMemory},
+	{"memory.embedded", "A memory's embedding was computed and indexed.", memorySchema, exMemory},
+	{"memory.expired", "A memory reached its expiry time and was removed.", memorySchema, exMemory},
+	{"policy.created", "An access policy was created.", policySchema, map[string]any{"id": "01936b2e-8b00-7c3e-9d2b-1a2b3c4d5e6f", "name": "agents-read-memory"}},
+	{"policy.updated", "An access policy changed.", policySchema, map[string]any{"id": "01936b2e-8b00-7c3e-9d2b-1a2b3c4d5e6f", "name": "agents-read-memory"}},
+	{"policy.deleted", "An access policy was deleted.", policySchema, map[string]any{"id": "01936b2e-8b00-7c3e-9d2b-1a2b3c4d5e6f", "name": "agents-read-memory"}},
+	{"usage.quota.warning", "A tenant used 80% of a quota in the current period.", quotaSchema, map[string]any{"metric": "memories", "limit": 1000, "used": 800}},
+	{"usage.quota.exceeded", "A tenant reached a quota; further usage is refused.", quotaSchema, map[string]any{"metric": "memories", "limit": 1000, "used": 1000}},
+	{"webhook.endpoint.disabled", "The server disabled a webhook: it answered 410 Gone or kept failing for days.",
+		obj([]string{"webhook_id", "reason"}, map[string]any{"webhook_id": uuidStr, "url": str, "reason": str, "failing_since": ts}),
+		map[string]any{"webhook_id": "01936b2e-9c00-7c3e-9d2b-1a2b3c4d5e6f", "url": "https://example.com/hook", "reason": "WEBHOOK_DISABLED_REASON_GONE"}},
+	{"webhook.test", "A test event sent by TestWebhook or SendTestEvent.", obj(nil, map[string]any{}), map[string]any{"message": "hello"}},
+}
+
+// eventTypes returns the catalogue as API messages, ordered by type, optionally
+// only one area.
+func eventTypes(area string) ([]*eventsv1.EventType, error) {
+	defs := slices.Clone(catalogue)
+	slices.SortFunc(defs, func(a, b eventTypeDef) int { return strings.Compare(a.Type, b.Type) })
+	var out []*eventsv1.EventType
+	for _, d := range defs {
+		a, _, _ := strings.Cut(d.Type, ".")
+		if area != "" && a != area {
+			continue
+		}
+		schema, err := structpb.NewStruct(d.Schema)
+		if err != nil {
+			return nil, err
+		}
+		example, err := structpb.NewStruct(d.Example)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, &eventsv1.EventType{Type: d.Type, Area: a, Description: d.Description, DataSchema: schema, Example: example})
+	}
+	return out, nil
+}
+
+// patternsFor are the subscription patterns that match eventType: the type itself,
+// "*", and every dotted prefix with ".*" ("usage.quota.exceeded" is matched by
+// "usage.*" and "usage.quota.*").
+func patternsFor(eventType string) []string {
+	out := []string{eventType, "*"}
+	for i := range len(eventType) {
+		if eventType[i] == '.' {
+			out = append(out, eventType[:i]+".*")
+		}
+	}
+	return out
+}
+
+// typeFilter splits an API type filter into an exact type or a prefix.
+func typeFilter(t string) (exact, prefix *string) {
+	if t == "" {
+		return nil, nil
+	}
+	if p, ok := strings.CutSuffix(t, ".*"); ok {
+		p += "."
+		return nil, &p
+	}
+	return &t, nil
+}
