@@ -16,6 +16,7 @@ import (
 	"github.com/manushya-ai/manushya/pkg/apierr"
 	"github.com/manushya-ai/manushya/pkg/auth"
 	errorsv1 "github.com/manushya-ai/manushya/pkg/pb/manushya/errors/v1"
+	identityv1 "github.com/manushya-ai/manushya/pkg/pb/manushya/identity/v1"
 	"github.com/manushya-ai/manushya/services/identity/store"
 	"github.com/manushya-ai/manushya/services/identity/store/sqlc"
 )
@@ -76,18 +77,49 @@ func errUnknownKey() error {
 
 // verifyAPIKey returns the principal of a valid key.
 func (s *Service) verifyAPIKey(ctx context.Context, key string) (*auth.Principal, error) {
+	e, code, err := s.checkAPIKey(ctx, key)
+	if err != nil {
+		return nil, err
+	}
+	switch code {
+	case identityv1.ApiKeyTestCode_API_KEY_TEST_CODE_VALID:
+	case identityv1.ApiKeyTestCode_API_KEY_TEST_CODE_MALFORMED:
+		return nil, apierr.Unauthenticated(errorsv1.ErrorReason_ERROR_REASON_CREDENTIALS_MALFORMED, "API key is malformed")
+	case identityv1.ApiKeyTestCode_API_KEY_TEST_CODE_REVOKED:
+		return nil, apierr.Unauthenticated(errorsv1.ErrorReason_ERROR_REASON_CREDENTIALS_REVOKED, "API key was revoked")
+	case identityv1.ApiKeyTestCode_API_KEY_TEST_CODE_EXPIRED:
+		return nil, apierr.Unauthenticated(errorsv1.ErrorReason_ERROR_REASON_CREDENTIALS_EXPIRED, "API key has expired")
+	default:
+		return nil, errUnknownKey()
+	}
+	if s.keyCache != nil && s.keyCache.shouldTouch(e.KeyID, time.Now()) {
+		s.touchAPIKey(e.TenantID, e.KeyID)
+	}
+	return e.principal(), nil
+}
+
+// checkAPIKey verifies a key, from the cache when it can. The code says why a key
+// is not valid; err is set only when the check itself failed.
+func (s *Service) checkAPIKey(ctx context.Context, key string) (*cachedKey, identityv1.ApiKeyTestCode, error) {
 	prefix, ok := parseAPIKey(key)
 	if !ok {
-		return nil, apierr.Unauthenticated(errorsv1.ErrorReason_ERROR_REASON_CREDENTIALS_MALFORMED, "API key is malformed")
+		return nil, identityv1.ApiKeyTestCode_API_KEY_TEST_CODE_MALFORMED, nil
+	}
+	hash := s.hashKey(key)
+	now := time.Now()
+	if s.keyCache != nil {
+		if e, ok := s.keyCache.get(ctx, hash, now); ok {
+			return e, identityv1.ApiKeyTestCode_API_KEY_TEST_CODE_VALID, nil
+		}
 	}
 	tenantID, err := s.store.Global().TenantOfAPIKeyPrefix(ctx, prefix)
 	if err != nil {
 		if errors.Is(store.MapErr(err), store.ErrNotFound) {
-			// Spend the same HMAC as a real check, so timing does not tell.
-			hmac.Equal(s.hashKey(key), make([]byte, sha256.Size))
-			return nil, errUnknownKey()
+			// Spend the same comparison as a real check, so timing does not tell.
+			hmac.Equal(hash, make([]byte, sha256.Size))
+			return nil, identityv1.ApiKeyTestCode_API_KEY_TEST_CODE_UNKNOWN, nil
 		}
-		return nil, apierr.Internal(fmt.Errorf("look up api key prefix: %w", err))
+		return nil, 0, apierr.Internal(fmt.Errorf("look up api key prefix: %w", err))
 	}
 	var row sqlc.GetAPIKeyByPrefixRow
 	err = s.store.InTenant(ctx, tenantID, func(tx *store.Tx) error {
@@ -97,31 +129,40 @@ func (s *Service) verifyAPIKey(ctx context.Context, key string) (*auth.Principal
 	})
 	if err != nil {
 		if errors.Is(err, store.ErrNotFound) {
-			return nil, errUnknownKey()
+			return nil, identityv1.ApiKeyTestCode_API_KEY_TEST_CODE_UNKNOWN, nil
 		}
-		return nil, apierr.Internal(fmt.Errorf("load api key: %w", err))
+		return nil, 0, apierr.Internal(fmt.Errorf("load api key: %w", err))
 	}
-	if !hmac.Equal(s.hashKey(key), row.KeyHash) {
-		return nil, errUnknownKey()
+	if !hmac.Equal(hash, row.KeyHash) {
+		return nil, identityv1.ApiKeyTestCode_API_KEY_TEST_CODE_UNKNOWN, nil
 	}
-	now := time.Now()
-	switch {
-	case row.RevokeTime != nil && !row.RevokeTime.After(now):
-		return nil, apierr.Unauthenticated(errorsv1.ErrorReason_ERROR_REASON_CREDENTIALS_REVOKED, "API key was revoked")
-	case row.ExpireTime != nil && !row.ExpireTime.After(now):
-		return nil, apierr.Unauthenticated(errorsv1.ErrorReason_ERROR_REASON_CREDENTIALS_EXPIRED, "API key has expired")
-	case !row.IsActive || row.IdentityDeleteTime != nil:
-		return nil, errUnknownKey()
-	}
-	return &auth.Principal{
+	e := &cachedKey{
 		TenantID:   row.TenantID.String(),
 		IdentityID: row.IdentityID.String(),
 		ExternalID: row.ExternalID,
 		Kind:       row.Kind,
 		Roles:      allRoles(row.Role, row.Roles),
 		Scopes:     row.Scopes,
-		APIKeyID:   row.ID.String(),
-	}, nil
+		KeyID:      row.ID.String(),
+		Expire:     row.ExpireTime,
+	}
+	if e.Scopes == nil {
+		e.Scopes = []string{}
+	}
+	// Invalid keys come back with their tenant, so TestApiKey can tell "revoked"
+	// only to a caller asking about that tenant; they are never cached.
+	switch {
+	case row.RevokeTime != nil && !row.RevokeTime.After(now):
+		return e, identityv1.ApiKeyTestCode_API_KEY_TEST_CODE_REVOKED, nil
+	case row.ExpireTime != nil && !row.ExpireTime.After(now):
+		return e, identityv1.ApiKeyTestCode_API_KEY_TEST_CODE_EXPIRED, nil
+	case !row.IsActive || row.IdentityDeleteTime != nil:
+		return e, identityv1.ApiKeyTestCode_API_KEY_TEST_CODE_IDENTITY_INACTIVE, nil
+	}
+	if s.keyCache != nil {
+		s.keyCache.put(ctx, hash, e, now)
+	}
+	return e, identityv1.ApiKeyTestCode_API_KEY_TEST_CODE_VALID, nil
 }
 
 // Authenticate implements auth.Authenticator for credentials this service issues.
@@ -129,17 +170,26 @@ func (s *Service) Authenticate(ctx context.Context, cred auth.Credential) (*auth
 	switch cred.Kind {
 	case auth.CredentialAPIKey:
 		return s.verifyAPIKey(ctx, cred.Value)
+	case auth.CredentialJWT:
+		// Access tokens: signature, claims and session revocation (tokens.go).
+		return s.tokens.verifier.Verify(ctx, cred.Value)
 	default:
-		// Access tokens are issued by the sessions of the authentication issue; until
-		// then no bearer JWT can be valid.
 		return nil, errUnknownKey()
 	}
 }
 
 // issueAPIKey stores a new key for an identity and returns the key in clear, once.
 func (s *Service) issueAPIKey(ctx context.Context, tx *store.Tx, tenantID, identityID uuid.UUID, name string, scopes []string, expires *time.Time) (string, sqlc.IdentityApiKey, error) {
+	return s.issueAPIKeyEnv(ctx, tx, s.keyEnv, tenantID, identityID, name, scopes, expires)
+}
+
+// issueAPIKeyEnv is issueAPIKey for a given environment ("live", "test").
+func (s *Service) issueAPIKeyEnv(ctx context.Context, tx *store.Tx, env string, tenantID, identityID uuid.UUID, name string, scopes []string, expires *time.Time) (string, sqlc.IdentityApiKey, error) {
+	if scopes == nil {
+		scopes = []string{}
+	}
 	for attempt := 0; ; attempt++ {
-		key, prefix, err := newAPIKey(s.keyEnv)
+		key, prefix, err := newAPIKey(env)
 		if err != nil {
 			return "", sqlc.IdentityApiKey{}, err
 		}
@@ -150,7 +200,7 @@ func (s *Service) issueAPIKey(ctx context.Context, tx *store.Tx, tenantID, ident
 			}
 			row, err = tx.CreateAPIKey(ctx, sqlc.CreateAPIKeyParams{
 				ID: newID(), TenantID: tenantID, IdentityID: identityID, Name: name,
-				Environment: s.keyEnv, Prefix: prefix, KeyHash: s.hashKey(key),
+				Environment: env, Prefix: prefix, KeyHash: s.hashKey(key),
 				Scopes: scopes, ExpireTime: expires,
 			})
 			return store.MapErr(err)

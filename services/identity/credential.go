@@ -17,6 +17,9 @@ type credentialServer struct {
 
 func (credentialServer) IntrospectCredential(ctx context.Context, _ *identityv1.IntrospectCredentialRequest) (*identityv1.IntrospectCredentialResponse, error) {
 	p, ok := auth.FromContext(ctx)
+	if err := auth.CredentialError(ctx); !ok && err != nil {
+		return nil, err
+	}
 	if !ok {
 		return nil, apierr.Unauthenticated(errorsv1.ErrorReason_ERROR_REASON_CREDENTIALS_MISSING,
 			"send the credential to introspect as \"Authorization: Bearer <token>\" or \"X-API-Key: <key>\"")

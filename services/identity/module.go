@@ -26,6 +26,12 @@ type Config struct {
 	APIKeyPepper string
 	// KeyEnvironment is the <env> part of issued keys ("live", "test").
 	KeyEnvironment string
+	// Tokens configures access and refresh tokens, sessions and sign-in.
+	Tokens TokenConfig
+	// APIKeyCache, MFA and Invitations: see keys_mfa_setup.go.
+	APIKeyCache APIKeyCacheConfig
+	MFA         MFAConfig
+	Invitations InvitationConfig
 }
 
 // Deps are what the composition root hands the module.
@@ -71,6 +77,12 @@ func New(cfg Config, deps Deps) (*Module, error) {
 		logger:  logger,
 		workers: worker.NewGroup(logger),
 	}
+	if err := m.svc.initTokens(cfg.Tokens, cfg.APIKeyPepper, deps); err != nil {
+		return nil, err
+	}
+	if err := m.svc.initKeysMFAInvites(cfg, deps); err != nil {
+		return nil, err
+	}
 	if deps.Bus != nil {
 		m.relay = outbox.NewRelay(deps.Pool, deps.Bus.JS, store.Schema, logger, outbox.WithRegisterer(deps.Registerer))
 	}
@@ -82,6 +94,10 @@ func (m *Module) Register(s grpc.ServiceRegistrar) {
 	identityv1.RegisterTenantServiceServer(s, &tenantServer{svc: m.svc})
 	identityv1.RegisterIdentityServiceServer(s, &identityServer{svc: m.svc})
 	identityv1.RegisterCredentialServiceServer(s, credentialServer{})
+	identityv1.RegisterAuthServiceServer(s, &authServer{svc: m.svc})
+	identityv1.RegisterSessionServiceServer(s, &sessionServer{svc: m.svc})
+	identityv1.RegisterApiKeyServiceServer(s, &apiKeyServer{svc: m.svc})
+	identityv1.RegisterInvitationServiceServer(s, &invitationServer{svc: m.svc})
 	registerPending(s)
 }
 
@@ -96,7 +112,10 @@ func (m *Module) Start(ctx context.Context) error {
 	if m.relay != nil {
 		m.workers.Go(ctx, "identity outbox relay", m.relay.Run)
 	}
-	return nil
+	if err := m.svc.startKeyCache(ctx, m.workers); err != nil {
+		return err
+	}
+	return m.svc.startTokens(ctx, m.workers)
 }
 
 // Stop ends the relay, waiting for its current batch.

@@ -10,9 +10,5 @@ import (
 // yet, so that each of their RPCs exists and answers UNIMPLEMENTED naming itself
 // rather than "unknown service".
 func registerPending(s grpc.ServiceRegistrar) {
-	identityv1.RegisterAuthServiceServer(s, identityv1.UnimplementedAuthServiceServer{})
-	identityv1.RegisterApiKeyServiceServer(s, identityv1.UnimplementedApiKeyServiceServer{})
-	identityv1.RegisterInvitationServiceServer(s, identityv1.UnimplementedInvitationServiceServer{})
-	identityv1.RegisterSessionServiceServer(s, identityv1.UnimplementedSessionServiceServer{})
 	identityv1.RegisterSsoServiceServer(s, identityv1.UnimplementedSsoServiceServer{})
 }

@@ -6,13 +6,11 @@ import (
 	"fmt"
 
 	"github.com/google/uuid"
-	"google.golang.org/grpc/codes"
 	"google.golang.org/protobuf/encoding/protojson"
 
 	"github.com/manushya-ai/manushya/pkg/apierr"
 	"github.com/manushya-ai/manushya/pkg/auth"
 	"github.com/manushya-ai/manushya/pkg/pagination"
-	errorsv1 "github.com/manushya-ai/manushya/pkg/pb/manushya/errors/v1"
 	identityv1 "github.com/manushya-ai/manushya/pkg/pb/manushya/identity/v1"
 	"github.com/manushya-ai/manushya/services/identity/store"
 	"github.com/manushya-ai/manushya/services/identity/store/sqlc"
@@ -115,6 +113,7 @@ func (s *identityServer) CreateIdentity(ctx context.Context, req *identityv1.Cre
 		return nil, err
 	}
 	var resp *identityv1.CreateIdentityResponse
+	var issued *issuedTokens
 	err = s.svc.store.InTenant(ctx, tenant, func(tx *store.Tx) error {
 		resp, err = idempotent(ctx, tx, tenant, "CreateIdentity", req.GetIdempotencyKey(), req, &identityv1.CreateIdentityResponse{},
 			func() (*identityv1.CreateIdentityResponse, error) {
@@ -124,21 +123,25 @@ func (s *identityServer) CreateIdentity(ctx context.Context, req *identityv1.Cre
 				}
 				return &identityv1.CreateIdentityResponse{Identity: ident}, nil
 			})
+		if err != nil || !req.GetIssueToken() {
+			return err
+		}
+		// Tokens are issued after the idempotent part, so they are never stored with
+		// the replayable response: a retry gets the same identity and a new session.
+		issued, err = s.svc.issueTokens(ctx, tx, resp.GetIdentity().GetId())
 		return err
 	})
 	if err != nil {
 		return nil, err
+	}
+	if issued != nil {
+		resp.Tokens = s.svc.finishIssue(issued)
 	}
 	return resp, nil
 }
 
 // createIdentity inserts one identity and its identity.created event in tx.
 func (s *Service) createIdentity(ctx context.Context, tx *store.Tx, tenant uuid.UUID, p *auth.Principal, req *identityv1.CreateIdentityRequest) (*identityv1.Identity, error) {
-	if req.GetIssueToken() {
-		// Access and refresh tokens come with sessions; refuse rather than silently
-		// create an identity without the credentials the caller asked for.
-		return nil, apierr.New(codes.Unimplemented, errorsv1.ErrorReason_ERROR_REASON_UNIMPLEMENTED, "issue_token: token issuance is not available in this version")
-	}
 	role := req.GetRole()
 	if role == "" {
 		role = auth.RoleUser

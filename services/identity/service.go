@@ -31,6 +31,12 @@ type Service struct {
 	pepper []byte
 	keyEnv string
 	logger *slog.Logger
+	// API keys, MFA and invitations (apikey_cache.go, mfa.go, invitations.go).
+	keyCache *apiKeyCache
+	mfa      mfaConfig
+	invites  inviteConfig
+	// Access and refresh tokens, logins and sessions (tokens.go, login.go, sessions.go).
+	tokens *tokens
 }
 
 // tenantOf returns the caller's tenant. Every tenant-scoped RPC works in the tenant

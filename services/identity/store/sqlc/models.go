@@ -11,18 +11,22 @@ import (
 )
 
 type IdentityApiKey struct {
-	ID           uuid.UUID
-	TenantID     uuid.UUID
-	IdentityID   uuid.UUID
-	Name         string
-	Environment  string
-	Prefix       string
-	KeyHash      []byte
-	Scopes       []string
-	CreateTime   time.Time
-	ExpireTime   *time.Time
-	LastUsedTime *time.Time
-	RevokeTime   *time.Time
+	ID                uuid.UUID
+	TenantID          uuid.UUID
+	IdentityID        uuid.UUID
+	Name              string
+	Environment       string
+	Prefix            string
+	KeyHash           []byte
+	Scopes            []string
+	CreateTime        time.Time
+	ExpireTime        *time.Time
+	LastUsedTime      *time.Time
+	RevokeTime        *time.Time
+	UpdateTime        time.Time
+	CreatorIdentityID *uuid.UUID
+	RerolledFromID    *uuid.UUID
+	RevokeReason      string
 }
 
 type IdentityApiKeyPrefix struct {
@@ -54,12 +58,98 @@ type IdentityIdentity struct {
 	DeleteTime   *time.Time
 }
 
+type IdentityInvitation struct {
+	ID                 uuid.UUID
+	TenantID           uuid.UUID
+	Email              string
+	Role               string
+	Claims             []byte
+	Message            string
+	InviterIdentityID  *uuid.UUID
+	AcceptedIdentityID *uuid.UUID
+	TokenPrefix        string
+	TokenHash          []byte
+	CreateTime         time.Time
+	ExpireTime         time.Time
+	AcceptTime         *time.Time
+	RevokeTime         *time.Time
+	LastSendTime       *time.Time
+	SendCount          int32
+}
+
+type IdentityInvitationTokenPrefix struct {
+	Prefix   string
+	TenantID uuid.UUID
+}
+
+type IdentityMfaBackupCode struct {
+	TenantID   uuid.UUID
+	IdentityID uuid.UUID
+	CodeHash   []byte
+	UseTime    *time.Time
+}
+
+type IdentityMfaTotp struct {
+	TenantID        uuid.UUID
+	IdentityID      uuid.UUID
+	SecretSealed    []byte
+	EnableTime      *time.Time
+	SetupExpireTime time.Time
+	LastStep        int64
+	CreateTime      time.Time
+}
+
 type IdentityOutbox struct {
 	Seq       int64
 	EventID   uuid.UUID
 	Subject   string
 	Payload   []byte
 	CreatedAt time.Time
+}
+
+type IdentityRefreshToken struct {
+	TokenHash  []byte
+	TenantID   uuid.UUID
+	SessionID  uuid.UUID
+	CreateTime time.Time
+	SpendTime  *time.Time
+	Successor  []byte
+}
+
+type IdentityRefreshTokenTenant struct {
+	TokenHash []byte
+	TenantID  uuid.UUID
+}
+
+type IdentityRevokedSession struct {
+	SessionID uuid.UUID
+	UntilTime time.Time
+}
+
+type IdentitySession struct {
+	ID           uuid.UUID
+	TenantID     uuid.UUID
+	IdentityID   uuid.UUID
+	AuthMethod   string
+	UserAgent    string
+	ClientIp     string
+	DeviceName   string
+	CreateTime   time.Time
+	LastSeenTime time.Time
+	ExpireTime   time.Time
+	RevokeTime   *time.Time
+	RevokeReason string
+}
+
+type IdentitySigningKey struct {
+	Kid          string
+	Algorithm    string
+	PublicKey    []byte
+	PrivateKey   []byte
+	CreateTime   time.Time
+	ActivateTime time.Time
+	RetireTime   *time.Time
+	ExpireTime   *time.Time
 }
 
 type IdentityTenant struct {

@@ -15,7 +15,7 @@ import (
 const createAPIKey = `-- name: CreateAPIKey :one
 INSERT INTO identity.api_keys (id, tenant_id, identity_id, name, environment, prefix, key_hash, scopes, expire_time)
 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
-RETURNING id, tenant_id, identity_id, name, environment, prefix, key_hash, scopes, create_time, expire_time, last_used_time, revoke_time
+RETURNING id, tenant_id, identity_id, name, environment, prefix, key_hash, scopes, create_time, expire_time, last_used_time, revoke_time, update_time, creator_identity_id, rerolled_from_id, revoke_reason
 `
 
 type CreateAPIKeyParams struct {
@@ -56,6 +56,10 @@ func (q *Queries) CreateAPIKey(ctx context.Context, arg CreateAPIKeyParams) (Ide
 		&i.ExpireTime,
 		&i.LastUsedTime,
 		&i.RevokeTime,
+		&i.UpdateTime,
+		&i.CreatorIdentityID,
+		&i.RerolledFromID,
+		&i.RevokeReason,
 	)
 	return i, err
 }
@@ -153,7 +157,7 @@ func (q *Queries) CreateTenant(ctx context.Context, arg CreateTenantParams) (Ide
 }
 
 const getAPIKeyByPrefix = `-- name: GetAPIKeyByPrefix :one
-SELECT k.id, k.tenant_id, k.identity_id, k.name, k.environment, k.prefix, k.key_hash, k.scopes, k.create_time, k.expire_time, k.last_used_time, k.revoke_time, i.external_id, i.kind, i.role, i.roles, i.is_active, i.delete_time AS identity_delete_time
+SELECT k.id, k.tenant_id, k.identity_id, k.name, k.environment, k.prefix, k.key_hash, k.scopes, k.create_time, k.expire_time, k.last_used_time, k.revoke_time, k.update_time, k.creator_identity_id, k.rerolled_from_id, k.revoke_reason, i.external_id, i.kind, i.role, i.roles, i.is_active, i.delete_time AS identity_delete_time
 FROM identity.api_keys k
 JOIN identity.identities i ON i.id = k.identity_id
 WHERE k.prefix = $1
@@ -172,6 +176,10 @@ type GetAPIKeyByPrefixRow struct {
 	ExpireTime         *time.Time
 	LastUsedTime       *time.Time
 	RevokeTime         *time.Time
+	UpdateTime         time.Time
+	CreatorIdentityID  *uuid.UUID
+	RerolledFromID     *uuid.UUID
+	RevokeReason       string
 	ExternalID         string
 	Kind               string
 	Role               string
@@ -196,6 +204,10 @@ func (q *Queries) GetAPIKeyByPrefix(ctx context.Context, prefix string) (GetAPIK
 		&i.ExpireTime,
 		&i.LastUsedTime,
 		&i.RevokeTime,
+		&i.UpdateTime,
+		&i.CreatorIdentityID,
+		&i.RerolledFromID,
+		&i.RevokeReason,
 		&i.ExternalID,
 		&i.Kind,
 		&i.Role,

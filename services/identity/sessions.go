@@ -1,0 +1,511 @@
+package identity
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"strings"
+	"time"
+
+	"github.com/google/uuid"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/peer"
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/manushya-ai/manushya/pkg/apierr"
+	"github.com/manushya-ai/manushya/pkg/auth"
+	"github.com/manushya-ai/manushya/pkg/pagination"
+	identityv1 "github.com/manushya-ai/manushya/pkg/pb/manushya/identity/v1"
+	"github.com/manushya-ai/manushya/services/identity/store"
+	"github.com/manushya-ai/manushya/services/identity/store/sqlc"
+)
+
+// Revoke reasons as stored, and how they appear in the API.
+const (
+	revokeLogout         = "logout"
+	revokeRevoked        = "revoked"
+	revokeReuse          = "refresh_token_reuse"
+	revokeLimit          = "session_limit"
+	revokePasswordChange = "password_change"
+)
+
+var revokeReasons = map[string]identityv1.SessionRevokeReason{
+	revokeLogout:         identityv1.SessionRevokeReason_SESSION_REVOKE_REASON_LOGOUT,
+	revokeRevoked:        identityv1.SessionRevokeReason_SESSION_REVOKE_REASON_REVOKED,
+	revokeReuse:          identityv1.SessionRevokeReason_SESSION_REVOKE_REASON_REFRESH_TOKEN_REUSE,
+	revokeLimit:          identityv1.SessionRevokeReason_SESSION_REVOKE_REASON_SESSION_LIMIT,
+	revokePasswordChange: identityv1.SessionRevokeReason_SESSION_REVOKE_REASON_PASSWORD_CHANGE,
+	"identity_inactive":  identityv1.SessionRevokeReason_SESSION_REVOKE_REASON_IDENTITY_INACTIVE,
+}
+
+// Auth methods as stored.
+const (
+	methodPassword    = "password"
+	methodPasswordMFA = "password_mfa"
+	methodIssued      = "issued"
+)
+
+var authMethods = map[string]identityv1.SessionAuthMethod{
+	methodPassword:    identityv1.SessionAuthMethod_SESSION_AUTH_METHOD_PASSWORD,
+	methodPasswordMFA: identityv1.SessionAuthMethod_SESSION_AUTH_METHOD_PASSWORD_MFA,
+	"sso":             identityv1.SessionAuthMethod_SESSION_AUTH_METHOD_SSO,
+	"invitation":      identityv1.SessionAuthMethod_SESSION_AUTH_METHOD_INVITATION,
+	methodIssued:      identityv1.SessionAuthMethod_SESSION_AUTH_METHOD_ISSUED,
+}
+
+func sessionToProto(r sqlc.IdentitySession, current string) *identityv1.Session {
+	out := &identityv1.Session{
+		Id: r.ID.String(), TenantId: r.TenantID.String(), IdentityId: r.IdentityID.String(),
+		UserAgent: r.UserAgent, ClientIp: r.ClientIp, DeviceName: r.DeviceName,
+		AuthMethod: authMethods[r.AuthMethod], CreateTime: timestamppb.New(r.CreateTime),
+		LastSeenTime: timestamppb.New(r.LastSeenTime), ExpireTime: timestamppb.New(r.ExpireTime),
+		RevokeReason: revokeReasons[r.RevokeReason], Current: current != "" && r.ID.String() == current,
+	}
+	if r.RevokeTime != nil {
+		out.RevokeTime = timestamppb.New(*r.RevokeTime)
+	}
+	return out
+}
+
+// client is what a request says about the device it comes from.
+type client struct {
+	ip, userAgent string
+}
+
+// clientOf reads the client address and user agent: the gateway forwards them as
+// x-forwarded-for (which it sets itself, replacing any value the client sent) and
+// grpcgateway-user-agent; direct gRPC callers give the peer address and their
+// user-agent.
+func clientOf(ctx context.Context) client {
+	var c client
+	md, _ := metadata.FromIncomingContext(ctx)
+	if v := md.Get("x-forwarded-for"); len(v) > 0 {
+		first, _, _ := strings.Cut(v[0], ",")
+		c.ip = strings.TrimSpace(first)
+	}
+	if c.ip == "" {
+		if p, ok := peer.FromContext(ctx); ok && p.Addr != nil {
+			c.ip = p.Addr.String()
+			if host, _, err := net.SplitHostPort(c.ip); err == nil {
+				c.ip = host
+			}
+		}
+	}
+	for _, k := range []string{"grpcgateway-user-agent", "user-agent"} {
+		if v := md.Get(k); len(v) > 0 && v[0] != "" {
+			c.userAgent = v[0]
+			break
+		}
+	}
+	c.ip = truncate(c.ip, 64)
+	c.userAgent = truncate(c.userAgent, 512)
+	return c
+}
+
+func truncate(s string, n int) string {
+	if len(s) > n {
+		return s[:n]
+	}
+	return s
+}
+
+// tenantSettings loads the tenant's settings outside any transaction.
+func (s *Service) tenantSettings(ctx context.Context, tenant uuid.UUID) (*identityv1.TenantSettings, error) {
+	return settingsOf(ctx, s.store.Global(), tenant)
+}
+
+// settingsOf loads the tenant's settings through q: inside a transaction, pass
+// the transaction, so a request never holds one pooled connection while waiting
+// for another (a flood of sign-ins would deadlock the pool).
+func settingsOf(ctx context.Context, q interface {
+	GetTenant(context.Context, uuid.UUID) (sqlc.IdentityTenant, error)
+}, tenant uuid.UUID) (*identityv1.TenantSettings, error) {
+	row, err := q.GetTenant(ctx, tenant)
+	if err != nil {
+		return nil, fmt.Errorf("load tenant %s: %w", tenant, store.MapErr(err))
+	}
+	settings := &identityv1.TenantSettings{}
+	if err := protojson.Unmarshal(row.Settings, settings); err != nil {
+		return nil, fmt.Errorf("decode settings of tenant %s: %w", tenant, err)
+	}
+	return settings, nil
+}
+
+// openSession creates a session for ident in tx, revokes the oldest sessions past
+// the tenant's cap, and returns its first tokens. The revoked sessions are returned
+// for applyRevocations once tx commits.
+func (s *Service) openSession(ctx context.Context, tx *store.Tx, ident sqlc.IdentityIdentity, method, userAgent, deviceName string) (*identityv1.Tokens, []sqlc.IdentitySession, error) {
+	t := s.tokens
+	c := clientOf(ctx)
+	if userAgent == "" {
+		userAgent = c.userAgent
+	}
+	sess, err := tx.CreateSession(ctx, sqlc.CreateSessionParams{
+		ID: newID(), TenantID: ident.TenantID, IdentityID: ident.ID, AuthMethod: method,
+		UserAgent: truncate(userAgent, 512), ClientIp: c.ip, DeviceName: truncate(deviceName, 200),
+		ExpireTime: time.Now().Add(t.cfg.SessionTTL),
+	})
+	if err != nil {
+		return nil, nil, fmt.Errorf("create session: %w", err)
+	}
+	settings, err := settingsOf(ctx, tx, ident.TenantID)
+	if err != nil {
+		return nil, nil, err
+	}
+	limit := int(settings.GetMaxSessionsPerIdentity())
+	if limit <= 0 {
+		limit = t.cfg.DefaultMaxSessions
+	}
+	over, err := tx.RevokeSessionsOverCap(ctx, sqlc.RevokeSessionsOverCapParams{
+		Reason: revokeLimit, IdentityID: ident.ID, Keep: int32(limit),
+	})
+	if err != nil {
+		return nil, nil, fmt.Errorf("enforce session cap: %w", err)
+	}
+	if err := s.recordRevocations(ctx, tx, ident.TenantID, over); err != nil {
+		return nil, nil, err
+	}
+	ev, err := event(ident.TenantID, "session.created", sess.ID.String(), sessionToProto(sess, ""))
+	if err != nil {
+		return nil, nil, err
+	}
+	if err := tx.Emit(ctx, ev); err != nil {
+		return nil, nil, fmt.Errorf("emit session.created: %w", err)
+	}
+	refresh, _, err := t.newRefreshTokenRow(ctx, tx, ident.TenantID, sess.ID)
+	if err != nil {
+		return nil, nil, err
+	}
+	access, err := t.signAccessToken(ctx, ident, sess.ID, nil)
+	if err != nil {
+		return nil, nil, err
+	}
+	return t.tokensOf(access, refresh, sess.ID), over, nil
+}
+
+// recordRevocations writes the session.revoked events and the revoked-session
+// entries that verifiers load, in tx.
+func (s *Service) recordRevocations(ctx context.Context, tx *store.Tx, tenant uuid.UUID, sessions []sqlc.IdentitySession) error {
+	for _, sess := range sessions {
+		until := time.Now().Add(auth.MaxAccessTokenTTL + time.Minute)
+		if err := tx.AddRevokedSession(ctx, sqlc.AddRevokedSessionParams{SessionID: sess.ID, UntilTime: until}); err != nil {
+			return fmt.Errorf("record revoked session: %w", err)
+		}
+		ev, err := event(tenant, auth.SessionRevokedEvent, sess.ID.String(), sessionToProto(sess, ""))
+		if err != nil {
+			return err
+		}
+		if err := tx.Emit(ctx, ev); err != nil {
+			return fmt.Errorf("emit session.revoked: %w", err)
+		}
+	}
+	return nil
+}
+
+// applyRevocations makes this process refuse the sessions' tokens at once, without
+// waiting for the event to come back from the bus.
+func (s *Service) applyRevocations(sessions []sqlc.IdentitySession) {
+	until := time.Now().Add(auth.MaxAccessTokenTTL + time.Minute)
+	for _, sess := range sessions {
+		s.tokens.revoked.Revoke(sess.ID.String(), until)
+	}
+}
+
+// loadRevocations fills the revoked set from the database at start.
+func (s *Service) loadRevocations(ctx context.Context) error {
+	rows, err := s.store.Global().ListRevokedSessions(ctx)
+	if err != nil {
+		return fmt.Errorf("load revoked sessions: %w", err)
+	}
+	for _, r := range rows {
+		s.tokens.revoked.Revoke(r.SessionID.String(), r.UntilTime)
+	}
+	return nil
+}
+
+// revokeIdentitySessions revokes every live session of an identity (but except,
+// when set) in tx.
+func (s *Service) revokeIdentitySessions(ctx context.Context, tx *store.Tx, tenant, identity uuid.UUID, except *uuid.UUID, reason string) ([]sqlc.IdentitySession, error) {
+	rows, err := tx.RevokeIdentitySessions(ctx, sqlc.RevokeIdentitySessionsParams{Reason: reason, IdentityID: identity, ExceptID: except})
+	if err != nil {
+		return nil, fmt.Errorf("revoke sessions: %w", err)
+	}
+	return rows, s.recordRevocations(ctx, tx, tenant, rows)
+}
+
+// sessionServer implements SessionService.
+type sessionServer struct {
+	identityv1.UnimplementedSessionServiceServer
+	svc *Service
+}
+
+func isAdmin(p *auth.Principal) bool { return p.HasRole(auth.RoleAdmin) || p.IsOperator() }
+
+func (s *sessionServer) ListSessions(ctx context.Context, req *identityv1.ListSessionsRequest) (*identityv1.ListSessionsResponse, error) {
+	tenant, p, err := tenantOf(ctx)
+	if err != nil {
+		return nil, err
+	}
+	params := sqlc.ListSessionsParams{PageLimit: pagination.Size(req.GetPageSize()) + 1, IncludeRevoked: req.GetIncludeRevoked()}
+	switch {
+	case req.GetAllIdentities():
+		if !isAdmin(p) {
+			return nil, apierr.PermissionDenied("only tenant admins list every identity's sessions")
+		}
+	case req.GetIdentityId() != "" && req.GetIdentityId() != p.IdentityID:
+		if !isAdmin(p) {
+			return nil, apierr.PermissionDenied("only tenant admins list other identities' sessions")
+		}
+		id, err := parseID("identity_id", req.GetIdentityId())
+		if err != nil {
+			return nil, err
+		}
+		params.IdentityID = &id
+	default:
+		id, err := parseID("identity_id", p.IdentityID)
+		if err != nil {
+			return nil, err
+		}
+		params.IdentityID = &id
+	}
+	fp := pagination.Fingerprint("sessions", params.IdentityID, params.IncludeRevoked)
+	cursor, err := pagination.Decode(req.GetPageToken(), fp)
+	if err != nil {
+		return nil, err
+	}
+	if cursor != "" {
+		before, err := uuid.Parse(cursor)
+		if err != nil {
+			return nil, apierr.Field("page_token", "is not a token this server issued")
+		}
+		params.BeforeID = &before
+	}
+	var rows []sqlc.IdentitySession
+	err = s.svc.store.InTenant(ctx, tenant, func(tx *store.Tx) error {
+		rows, err = tx.ListSessions(ctx, params)
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	resp := &identityv1.ListSessionsResponse{}
+	if len(rows) == int(params.PageLimit) {
+		rows = rows[:len(rows)-1]
+		resp.NextPageToken = pagination.Encode(rows[len(rows)-1].ID.String(), fp)
+	}
+	for _, r := range rows {
+		resp.Sessions = append(resp.Sessions, sessionToProto(r, p.SessionID))
+	}
+	return resp, nil
+}
+
+// ownSession loads a session the caller may see: their own, or any of the tenant
+// for admins. Others are NOT_FOUND, like sessions of other tenants.
+func (s *Service) ownSession(ctx context.Context, tx *store.Tx, p *auth.Principal, rawID string) (sqlc.IdentitySession, error) {
+	id, err := parseID("id", rawID)
+	if err != nil {
+		return sqlc.IdentitySession{}, err
+	}
+	row, err := tx.GetSession(ctx, id)
+	if err != nil || (row.IdentityID.String() != p.IdentityID && !isAdmin(p)) {
+		if err == nil || errors.Is(store.MapErr(err), store.ErrNotFound) {
+			return sqlc.IdentitySession{}, apierr.NotFound("session", rawID)
+		}
+		return sqlc.IdentitySession{}, err
+	}
+	return row, nil
+}
+
+func (s *sessionServer) GetSession(ctx context.Context, req *identityv1.GetSessionRequest) (*identityv1.GetSessionResponse, error) {
+	tenant, p, err := tenantOf(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var row sqlc.IdentitySession
+	err = s.svc.store.InTenant(ctx, tenant, func(tx *store.Tx) error {
+		row, err = s.svc.ownSession(ctx, tx, p, req.GetId())
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &identityv1.GetSessionResponse{Session: sessionToProto(row, p.SessionID)}, nil
+}
+
+func (s *sessionServer) RevokeSession(ctx context.Context, req *identityv1.RevokeSessionRequest) (*identityv1.RevokeSessionResponse, error) {
+	tenant, p, err := tenantOf(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var row sqlc.IdentitySession
+	var revoked []sqlc.IdentitySession
+	err = s.svc.store.InTenant(ctx, tenant, func(tx *store.Tx) error {
+		row, err = s.svc.ownSession(ctx, tx, p, req.GetId())
+		if err != nil || row.RevokeTime != nil {
+			return err
+		}
+		reason := revokeRevoked
+		if row.ID.String() == p.SessionID {
+			reason = revokeLogout
+		}
+		row, err = tx.RevokeSession(ctx, sqlc.RevokeSessionParams{ID: row.ID, RevokeReason: reason})
+		if err != nil {
+			return err
+		}
+		revoked = []sqlc.IdentitySession{row}
+		return s.svc.recordRevocations(ctx, tx, tenant, revoked)
+	})
+	if err != nil {
+		return nil, err
+	}
+	s.svc.applyRevocations(revoked)
+	return &identityv1.RevokeSessionResponse{Session: sessionToProto(row, p.SessionID)}, nil
+}
+
+func (s *sessionServer) RevokeOtherSessions(ctx context.Context, _ *identityv1.RevokeOtherSessionsRequest) (*identityv1.RevokeOtherSessionsResponse, error) {
+	tenant, p, err := tenantOf(ctx)
+	if err != nil {
+		return nil, err
+	}
+	identity, err := parseID("identity_id", p.IdentityID)
+	if err != nil {
+		return nil, err
+	}
+	var except *uuid.UUID
+	if sid, err := uuid.Parse(p.SessionID); err == nil {
+		except = &sid
+	}
+	var revoked []sqlc.IdentitySession
+	err = s.svc.store.InTenant(ctx, tenant, func(tx *store.Tx) error {
+		revoked, err = s.svc.revokeIdentitySessions(ctx, tx, tenant, identity, except, revokeRevoked)
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	s.svc.applyRevocations(revoked)
+	return &identityv1.RevokeOtherSessionsResponse{RevokedCount: int32(len(revoked))}, nil
+}
+
+func (s *sessionServer) RefreshSession(ctx context.Context, req *identityv1.RefreshSessionRequest) (*identityv1.RefreshSessionResponse, error) {
+	toks, err := s.svc.refresh(ctx, req.GetRefreshToken())
+	if err != nil {
+		return nil, err
+	}
+	return &identityv1.RefreshSessionResponse{Tokens: toks}, nil
+}
+
+func (s *sessionServer) CleanupSessions(ctx context.Context, req *identityv1.CleanupSessionsRequest) (*identityv1.CleanupSessionsResponse, error) {
+	tenant, _, err := tenantOf(ctx)
+	if err != nil {
+		return nil, err
+	}
+	n, err := s.svc.cleanupTenant(ctx, tenant, req.GetDryRun())
+	if err != nil {
+		return nil, err
+	}
+	return &identityv1.CleanupSessionsResponse{RemovedCount: n}, nil
+}
+
+// cleanupTenant deletes the tenant's sessions that expired or were revoked longer
+// than the retention ago.
+func (s *Service) cleanupTenant(ctx context.Context, tenant uuid.UUID, dryRun bool) (int64, error) {
+	cutoff := time.Now().Add(-s.tokens.cfg.SessionRetention)
+	var res sqlc.DeleteDeadSessionsRow
+	err := s.store.InTenant(ctx, tenant, func(tx *store.Tx) error {
+		var err error
+		res, err = tx.DeleteDeadSessions(ctx, sqlc.DeleteDeadSessionsParams{Cutoff: cutoff, DryRun: dryRun})
+		return err
+	})
+	if err != nil {
+		return 0, err
+	}
+	if dryRun {
+		return res.Matching, nil
+	}
+	return res.Deleted, nil
+}
+
+// sweep is the scheduled cleanup: dead sessions of every tenant, revoked-session
+// entries past their tokens' lifetime, sealed refresh successors past the grace
+// window, and a signing-key rotation when one is due.
+func (s *Service) sweep(ctx context.Context) error {
+	if err := s.tokens.keys.ensure(ctx, false); err != nil {
+		s.logger.ErrorContext(ctx, "signing key rotation failed", "err", err)
+	}
+	g := s.store.Global()
+	if err := g.DeleteOldRevokedSessions(ctx); err != nil {
+		return fmt.Errorf("sweep revoked sessions: %w", err)
+	}
+	var after *uuid.UUID
+	for {
+		tenants, err := g.ListTenants(ctx, sqlc.ListTenantsParams{AfterID: after, PageLimit: 500})
+		if err != nil {
+			return fmt.Errorf("sweep: list tenants: %w", err)
+		}
+		for _, t := range tenants {
+			if _, err := s.cleanupTenant(ctx, t.ID, false); err != nil {
+				return fmt.Errorf("sweep sessions of tenant %s: %w", t.ID, err)
+			}
+			before := time.Now().Add(-s.tokens.cfg.RefreshGrace)
+			if err := s.store.InTenant(ctx, t.ID, func(tx *store.Tx) error {
+				return tx.ForgetRefreshSuccessors(ctx, before)
+			}); err != nil {
+				return fmt.Errorf("sweep refresh successors of tenant %s: %w", t.ID, err)
+			}
+		}
+		if len(tenants) < 500 {
+			return nil
+		}
+		after = &tenants[len(tenants)-1].ID
+	}
+}
+
+// runSweeper sweeps every interval until ctx ends.
+func (s *Service) runSweeper(ctx context.Context, every time.Duration) error {
+	tick := time.NewTicker(every)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-tick.C:
+			if err := s.sweep(ctx); err != nil && ctx.Err() == nil {
+				s.logger.ErrorContext(ctx, "session sweep failed", "err", err)
+			}
+		}
+	}
+}
+
+// issuedTokens are tokens opened in a transaction, with the sessions the cap
+// revoked, to be applied once it commits.
+type issuedTokens struct {
+	tokens  *identityv1.Tokens
+	revoked []sqlc.IdentitySession
+}
+
+// issueTokens opens an "issued" session for an identity in tx: how CreateIdentity
+// with issue_token hands a new agent its credentials.
+func (s *Service) issueTokens(ctx context.Context, tx *store.Tx, identityID string) (*issuedTokens, error) {
+	id, err := parseID("identity_id", identityID)
+	if err != nil {
+		return nil, err
+	}
+	ident, err := tx.GetIdentity(ctx, sqlc.GetIdentityParams{ID: id})
+	if err != nil {
+		return nil, fmt.Errorf("load identity %s: %w", id, store.MapErr(err))
+	}
+	toks, over, err := s.openSession(ctx, tx, ident, methodIssued, "", "")
+	if err != nil {
+		return nil, err
+	}
+	return &issuedTokens{tokens: toks, revoked: over}, nil
+}
+
+// finishIssue applies what issueTokens revoked, after commit.
+func (s *Service) finishIssue(it *issuedTokens) *identityv1.Tokens {
+	s.applyRevocations(it.revoked)
+	return it.tokens
+}
