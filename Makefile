@@ -76,6 +76,11 @@ dev: build ## Install what is missing, build, and run the whole suite in one pro
 	MANUSHYA_DATABASE_MIGRATE_URL=$${MANUSHYA_DATABASE_MIGRATE_URL:-postgres://manushya:manushya@127.0.0.1:5432/manushya?sslmode=disable} \
 	./bin/manushya dev
 
+.PHONY: locomo
+locomo: ## Retrieval quality on LoCoMo (../shared/data/locomo): evidence recall@5/@10 per search mode.
+	@scripts/setup.sh
+	go test ./services/memory -run '^$$' -bench BenchmarkLoCoMo -benchtime 1x
+
 .PHONY: helm-lint
 helm-lint: ## Render the Helm chart with Helm's own packages, check it, and check deploy/k8s/rendered is current.
 	go test -count=1 ./deploy/k8s/

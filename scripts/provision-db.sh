@@ -24,7 +24,11 @@ SQL
 if [ "$("${PSQL[@]}" -d postgres -c "SELECT 1 FROM pg_database WHERE datname = '$DB'")" != 1 ]; then
   "${PSQL[@]}" -d postgres -c "CREATE DATABASE \"$DB\" OWNER manushya"
 fi
+# Same statements as postgres.SuperuserSetupSQL: pgvector, and LEAKPROOF operators so
+# GIN indexes serve keyword search and metadata filters under row-level security.
 "${PSQL[@]}" -d "$DB" -c "CREATE EXTENSION IF NOT EXISTS vector"
+"${PSQL[@]}" -d "$DB" -c "ALTER FUNCTION pg_catalog.ts_match_vq(tsvector, tsquery) LEAKPROOF"
+"${PSQL[@]}" -d "$DB" -c "ALTER FUNCTION pg_catalog.jsonb_contains(jsonb, jsonb) LEAKPROOF"
 "${PSQL[@]}" -d "$DB" -c "GRANT CONNECT, TEMPORARY ON DATABASE \"$DB\" TO manushya_app"
 
 # The default 128MB of shared_buffers cannot hold a 100k x 384-d HNSW index.

@@ -11,16 +11,21 @@ import (
 // when the configuration is printed ("secret" entirely, "url" only the password).
 type Config struct {
 	// Target lists the modules to run; "all" runs every one.
-	Target   []string       `koanf:"target"`
-	Log      LogConfig      `koanf:"log"`
-	GRPC     GRPCConfig     `koanf:"grpc"`
-	HTTP     HTTPConfig     `koanf:"http"`
-	Database DatabaseConfig `koanf:"database"`
-	NATS     NATSConfig     `koanf:"nats"`
-	Redis    RedisConfig    `koanf:"redis"`
-	Services ServicesConfig `koanf:"services"`
-	Auth     AuthConfig     `koanf:"auth"`
-	Dev      DevConfig      `koanf:"dev"`
+	Target      []string          `koanf:"target"`
+	Log         LogConfig         `koanf:"log"`
+	GRPC        GRPCConfig        `koanf:"grpc"`
+	HTTP        HTTPConfig        `koanf:"http"`
+	Database    DatabaseConfig    `koanf:"database"`
+	NATS        NATSConfig        `koanf:"nats"`
+	Redis       RedisConfig       `koanf:"redis"`
+	Services    ServicesConfig    `koanf:"services"`
+	Auth        AuthConfig        `koanf:"auth"`
+	Invitations InvitationsConfig `koanf:"invitations"`
+	SMTP        SMTPConfig        `koanf:"smtp"`
+	Embedding   EmbeddingConfig   `koanf:"embedding"`
+	Webhooks    WebhooksConfig    `koanf:"webhooks"`
+	RateLimit   RateLimitConfig   `koanf:"ratelimit"`
+	Dev         DevConfig         `koanf:"dev"`
 
 	// File is the YAML file the configuration was read from, if any.
 	File string `koanf:"-"`
@@ -85,6 +90,65 @@ type AuthConfig struct {
 	// APIKeyPepper keys the hashes API keys are stored as, so a database dump alone
 	// cannot be used to check guessed keys.
 	APIKeyPepper string `koanf:"api_key_pepper" redact:"secret"`
+	// EncryptionKey seals signing keys, refresh-token successors and TOTP secrets
+	// (32 bytes, hex or base64). Empty derives one from the pepper.
+	EncryptionKey string `koanf:"encryption_key" redact:"secret"`
+	// TokenIssuer and TokenAudience are the iss and aud of access tokens.
+	TokenIssuer   string `koanf:"token_issuer"`
+	TokenAudience string `koanf:"token_audience"`
+	// AccessTokenTTL is the access tokens' lifetime (at most 15 minutes).
+	AccessTokenTTL time.Duration `koanf:"access_token_ttl"`
+	// SessionTTL is how long a session lives however often it is refreshed.
+	SessionTTL time.Duration `koanf:"session_ttl"`
+	// MFAIssuer is the name authenticator apps show.
+	MFAIssuer string `koanf:"mfa_issuer"`
+}
+
+// InvitationsConfig configures invitation emails.
+type InvitationsConfig struct {
+	// AcceptURL is the link in the email; "{token}" is replaced by the token.
+	AcceptURL string        `koanf:"accept_url"`
+	TTL       time.Duration `koanf:"ttl"`
+}
+
+// SMTPConfig is the mail server invitations go out through; no host means `dev`
+// logs the accept link instead and `serve` cannot send invitations by email.
+type SMTPConfig struct {
+	Host     string `koanf:"host"`
+	Port     int    `koanf:"port"`
+	Username string `koanf:"username"`
+	Password string `koanf:"password" redact:"secret"`
+	From     string `koanf:"from"`
+	TLSMode  string `koanf:"tls_mode"`
+}
+
+// WebhooksConfig configures webhook delivery.
+type WebhooksConfig struct {
+	// SecretKey (base64 of 32 bytes) seals endpoint secrets and custom headers.
+	SecretKey string `koanf:"secret_key" redact:"secret"`
+	// AllowedAddresses are CIDRs deliveries may reach although they are private or
+	// loopback (dev adds 127.0.0.0/8 and ::1).
+	AllowedAddresses []string `koanf:"allowed_addresses"`
+}
+
+// RateLimitConfig configures request rate limiting.
+type RateLimitConfig struct {
+	// Fallback while Redis is down: "local" (in-process limits) or "open".
+	Fallback string `koanf:"fallback"`
+	// Shadow reports limits without refusing.
+	Shadow bool `koanf:"shadow"`
+}
+
+// EmbeddingConfig configures the embedding service's providers.
+type EmbeddingConfig struct {
+	// Providers is a JSON list of providers (it may hold API keys); empty means the
+	// hashing embedder at 384 dimensions.
+	Providers          string        `koanf:"providers" redact:"secret"`
+	Fallback           []string      `koanf:"fallback"`
+	CacheTTL           time.Duration `koanf:"cache_ttl"`
+	MaxTexts           int           `koanf:"max_texts"`
+	MaxTextChars       int           `koanf:"max_text_chars"`
+	UsageFlushInterval time.Duration `koanf:"usage_flush_interval"`
 }
 
 // DevConfig configures `manushya dev`.
@@ -161,6 +225,30 @@ var settings = []setting{
 	{"services.webhooks_addr", "", "gRPC address of the webhooks service (default: grpc.addr)"},
 	{"services.usage_addr", "", "gRPC address of the usage service (default: grpc.addr)"},
 	{"auth.api_key_pepper", "", "secret keying API key hashes, at least 32 bytes (prefer the environment)"},
+	{"auth.encryption_key", "", "key sealing signing keys and TOTP secrets, 32 bytes hex or base64 (default: derived from the pepper)"},
+	{"auth.token_issuer", "manushya", "iss claim of access tokens"},
+	{"auth.token_audience", "manushya", "aud claim of access tokens"},
+	{"auth.access_token_ttl", 15 * time.Minute, "lifetime of access tokens (at most 15m)"},
+	{"auth.session_ttl", 30 * 24 * time.Hour, "lifetime of a session however often it is refreshed"},
+	{"auth.mfa_issuer", "Manushya", "issuer name shown by authenticator apps"},
+	{"invitations.accept_url", "http://127.0.0.1:8080/accept-invitation?token={token}", "link put in invitation emails; {token} is replaced"},
+	{"invitations.ttl", 7 * 24 * time.Hour, "default lifetime of an invitation"},
+	{"smtp.host", "", "SMTP server for invitation emails (empty: dev logs the link)"},
+	{"smtp.port", 587, "SMTP port"},
+	{"smtp.username", "", "SMTP user (empty: no authentication)"},
+	{"smtp.password", "", "SMTP password (prefer the environment)"},
+	{"smtp.from", "Manushya <no-reply@localhost>", "sender of invitation emails"},
+	{"smtp.tls_mode", "starttls", "starttls, tls or none"},
+	{"embedding.providers", "", "embedding providers as a JSON list (empty: hashing at 384 dimensions)"},
+	{"embedding.fallback", []string{}, "provider names in fallback order; the first serves the default model"},
+	{"embedding.cache_ttl", 24 * time.Hour, "lifetime of cached vectors (negative: no cache)"},
+	{"embedding.max_texts", 2048, "most texts per Embed request"},
+	{"embedding.max_text_chars", 100000, "longest text accepted, in characters"},
+	{"embedding.usage_flush_interval", 5 * time.Second, "how often embedding token usage is written as events"},
+	{"webhooks.secret_key", "", "key sealing webhook secrets, base64 of 32 bytes (prefer the environment)"},
+	{"webhooks.allowed_addresses", []string{}, "private/loopback CIDRs webhook deliveries may reach (dev adds loopback)"},
+	{"ratelimit.fallback", "local", "while Redis is down: local (in-process limits) or open"},
+	{"ratelimit.shadow", false, "report rate limits without refusing"},
 	{"dev.data_dir", ".manushya", "where the dev command keeps its state"},
 }
 

@@ -32,7 +32,21 @@ func TestDefaults(t *testing.T) {
 		HTTP:     config.HTTPConfig{Addr: "127.0.0.1:8080", MaxBodyBytes: 1 << 20, ShutdownTimeout: 15 * time.Second},
 		Database: config.DatabaseConfig{AppRole: "manushya_app", MaxConns: 20},
 		NATS:     config.NATSConfig{EmbeddedDir: ".manushya/nats"},
-		Dev:      config.DevConfig{DataDir: ".manushya"},
+		Auth: config.AuthConfig{
+			TokenIssuer: "manushya", TokenAudience: "manushya", AccessTokenTTL: 15 * time.Minute,
+			SessionTTL: 30 * 24 * time.Hour, MFAIssuer: "Manushya",
+		},
+		Invitations: config.InvitationsConfig{
+			AcceptURL: "http://127.0.0.1:8080/accept-invitation?token={token}", TTL: 7 * 24 * time.Hour,
+		},
+		SMTP: config.SMTPConfig{Port: 587, From: "Manushya <no-reply@localhost>", TLSMode: "starttls"},
+		Embedding: config.EmbeddingConfig{
+			Fallback: []string{}, CacheTTL: 24 * time.Hour, MaxTexts: 2048, MaxTextChars: 100000,
+			UsageFlushInterval: 5 * time.Second,
+		},
+		Webhooks:  config.WebhooksConfig{AllowedAddresses: []string{}},
+		RateLimit: config.RateLimitConfig{Fallback: "local"},
+		Dev:       config.DevConfig{DataDir: ".manushya"},
 	}, cfg)
 }
 
@@ -350,7 +364,10 @@ func TestRedacted(t *testing.T) {
 		"app_role":    "manushya_app",
 		"max_conns":   20,
 	}, r["database"])
-	require.Equal(t, map[string]any{"api_key_pepper": "****"}, r["auth"])
+	require.Equal(t, map[string]any{
+		"api_key_pepper": "****", "encryption_key": "", "token_issuer": "manushya", "token_audience": "manushya",
+		"access_token_ttl": "15m0s", "session_ttl": "720h0m0s", "mfa_issuer": "Manushya",
+	}, r["auth"])
 	require.Equal(t, "redis://:****@cache:6379/0", r["redis"].(map[string]any)["url"])
 	require.Equal(t, "15s", r["http"].(map[string]any)["shutdown_timeout"])
 	require.NotContains(t, r, "File")

@@ -35,6 +35,8 @@ func NewFlagSet(name string) *pflag.FlagSet {
 		switch def := s.def.(type) {
 		case string:
 			fs.String(s.key, def, s.usage)
+		case bool:
+			fs.Bool(s.key, def, s.usage)
 		case int:
 			fs.Int(s.key, def, s.usage)
 		case int64:

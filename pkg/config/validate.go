@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // Modes are the commands whose needs Validate checks.
@@ -139,6 +140,27 @@ func (c *Config) Validate(mode string) error {
 		ck.add("auth.api_key_pepper", "required")
 	case c.Auth.APIKeyPepper != "":
 		secret(ck, "auth.api_key_pepper", c.Auth.APIKeyPepper)
+	}
+
+	if c.Auth.AccessTokenTTL <= 0 || c.Auth.AccessTokenTTL > 15*time.Minute {
+		ck.add("auth.access_token_ttl", "must be between 1s and 15m")
+	}
+	if c.Auth.SessionTTL < c.Auth.AccessTokenTTL {
+		ck.add("auth.session_ttl", "must be at least auth.access_token_ttl")
+	}
+	oneOf(ck, "smtp.tls_mode", c.SMTP.TLSMode, "starttls", "tls", "none")
+	if c.SMTP.Port < 0 || c.SMTP.Port > 65535 {
+		ck.add("smtp.port", "must be a TCP port")
+	}
+	if c.Invitations.TTL <= 0 {
+		ck.add("invitations.ttl", "must be positive")
+	}
+	oneOf(ck, "ratelimit.fallback", c.RateLimit.Fallback, "local", "open")
+	if c.Embedding.MaxTexts < 1 {
+		ck.add("embedding.max_texts", "must be at least 1")
+	}
+	if c.Embedding.MaxTextChars < 1 {
+		ck.add("embedding.max_text_chars", "must be at least 1")
 	}
 
 	if mode == ModeDev && c.Dev.DataDir == "" {

@@ -177,29 +177,42 @@ func (c *chain) authenticate(ctx context.Context, method string) (context.Contex
 	if err != nil {
 		return ctx, err
 	}
-	cred, err := auth.CredentialFromMetadata(ctx)
-	if err != nil {
+	p, err := c.verify(ctx)
+	switch {
+	case err != nil && access.Public:
+		// A public method needs no identity, so a stale or bad credential sent along
+		// (an expired access token with a refresh, say) must not block it. The
+		// failure stays in the context for methods that report on credentials.
+		return auth.WithCredentialError(ctx, err), nil
+	case err != nil:
 		return ctx, err
-	}
-	if cred.Kind != auth.CredentialNone {
-		if c.opts.Authenticator == nil {
-			return ctx, apierr.Unauthenticated(errorsv1.ErrorReason_ERROR_REASON_CREDENTIALS_UNKNOWN, "credential not recognised")
-		}
-		p, err := c.opts.Authenticator.Authenticate(ctx, cred)
-		if err != nil {
-			return ctx, err
-		}
-		if p == nil {
-			// Authorizers dereference the principal; no answer is no identity.
-			return ctx, apierr.Unauthenticated(errorsv1.ErrorReason_ERROR_REASON_CREDENTIALS_UNKNOWN, "credential not recognised")
-		}
+	case p != nil:
 		return auth.WithPrincipal(ctx, p), nil
-	}
-	if access.Public {
+	case access.Public:
 		return ctx, nil
 	}
 	return ctx, apierr.Unauthenticated(errorsv1.ErrorReason_ERROR_REASON_CREDENTIALS_MISSING,
 		"this method needs a credential: send \"Authorization: Bearer <token>\" or \"X-API-Key: <key>\"")
+}
+
+// verify returns the principal of the request's credential, nil without one.
+func (c *chain) verify(ctx context.Context) (*auth.Principal, error) {
+	cred, err := auth.CredentialFromMetadata(ctx)
+	if err != nil || cred.Kind == auth.CredentialNone {
+		return nil, err
+	}
+	if c.opts.Authenticator == nil {
+		return nil, apierr.Unauthenticated(errorsv1.ErrorReason_ERROR_REASON_CREDENTIALS_UNKNOWN, "credential not recognised")
+	}
+	p, err := c.opts.Authenticator.Authenticate(ctx, cred)
+	if err != nil {
+		return nil, err
+	}
+	if p == nil {
+		// Authorizers dereference the principal; no answer is no identity.
+		return nil, apierr.Unauthenticated(errorsv1.ErrorReason_ERROR_REASON_CREDENTIALS_UNKNOWN, "credential not recognised")
+	}
+	return p, nil
 }
 
 func (c *chain) access(ctx context.Context, method string) (authz.Access, error) {

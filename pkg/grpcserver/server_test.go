@@ -119,6 +119,10 @@ type credentialServer struct {
 func (credentialServer) IntrospectCredential(ctx context.Context, _ *identityv1.IntrospectCredentialRequest) (*identityv1.IntrospectCredentialResponse, error) {
 	p, ok := auth.FromContext(ctx)
 	if !ok {
+		// Like the identity service: report why a credential that was sent failed.
+		if err := auth.CredentialError(ctx); err != nil {
+			return nil, err
+		}
 		return &identityv1.IntrospectCredentialResponse{}, nil
 	}
 	return &identityv1.IntrospectCredentialResponse{TenantId: p.TenantID, IdentityId: p.IdentityID}, nil
@@ -293,7 +297,7 @@ func TestBadCredentials(t *testing.T) {
 			_, err := e.identity.GetIdentity(tc.ctx, &identityv1.GetIdentityRequest{Id: okID})
 			requireStatus(t, err, codes.Unauthenticated, tc.reason)
 
-			// A public method refuses them too: the caller meant to be someone and is not.
+			// A public method runs anonymously, and can tell why the credential failed.
 			_, err = e.credential.IntrospectCredential(tc.ctx, &identityv1.IntrospectCredentialRequest{})
 			requireStatus(t, err, codes.Unauthenticated, tc.reason)
 		})

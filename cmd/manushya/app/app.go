@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -20,14 +21,18 @@ import (
 
 	"github.com/manushya-ai/manushya/gateway"
 	"github.com/manushya-ai/manushya/pkg/auth"
+	"github.com/manushya-ai/manushya/pkg/authz"
 	"github.com/manushya-ai/manushya/pkg/bus"
 	"github.com/manushya-ai/manushya/pkg/config"
 	"github.com/manushya-ai/manushya/pkg/grpcserver"
 	"github.com/manushya-ai/manushya/pkg/kv"
 	"github.com/manushya-ai/manushya/pkg/module"
 	identityv1 "github.com/manushya-ai/manushya/pkg/pb/manushya/identity/v1"
+	"github.com/manushya-ai/manushya/pkg/policyengine"
 	"github.com/manushya-ai/manushya/pkg/postgres"
+	"github.com/manushya-ai/manushya/pkg/ratelimit"
 	"github.com/manushya-ai/manushya/pkg/telemetry"
+	"github.com/manushya-ai/manushya/pkg/worker"
 	"github.com/manushya-ai/manushya/services/embedding"
 	"github.com/manushya-ai/manushya/services/identity"
 	"github.com/manushya-ai/manushya/services/memory"
@@ -44,6 +49,7 @@ const (
 	modKV       = "kv"
 	modServer   = "server"
 	modGateway  = "gateway"
+	modLimits   = "limits"
 )
 
 // serviceModule is what every service package provides, in the same shape.
@@ -63,8 +69,9 @@ type serviceDef struct {
 func services() []serviceDef {
 	return []serviceDef{
 		{config.ServiceIdentity, identity.Migrations(), func(a *App) (serviceModule, error) {
-			m, err := identity.New(identity.Config{APIKeyPepper: a.cfg.Auth.APIKeyPepper},
-				identity.Deps{Logger: a.logger, Pool: a.pool, Bus: a.bus, KV: a.kv, Registerer: a.registry, Dial: a.dialService})
+			m, err := identity.New(a.identityConfig(), identity.Deps{
+				Logger: a.logger, Pool: a.pool, Bus: a.bus, KV: a.kv, Registerer: a.registry, Dial: a.dialService,
+			})
 			if err == nil {
 				a.identity = m
 			}
@@ -74,18 +81,61 @@ func services() []serviceDef {
 			return memory.New(memory.Config{}, memory.Deps{Logger: a.logger, Pool: a.pool, Bus: a.bus, KV: a.kv, Registerer: a.registry, Dial: a.dialService})
 		}},
 		{config.ServiceEmbedding, embedding.Migrations(), func(a *App) (serviceModule, error) {
-			return embedding.New(embedding.Config{}, embedding.Deps{Logger: a.logger, Pool: a.pool, Bus: a.bus, KV: a.kv, Registerer: a.registry, Dial: a.dialService})
+			providers, err := embedding.ParseProviders(a.cfg.Embedding.Providers)
+			if err != nil {
+				return nil, fmt.Errorf("embedding.providers: %w", err)
+			}
+			e := a.cfg.Embedding
+			return embedding.New(embedding.Config{
+				Providers: providers, Fallback: e.Fallback, CacheTTL: e.CacheTTL, MaxTexts: e.MaxTexts,
+				MaxTextChars: e.MaxTextChars, UsageFlushInterval: e.UsageFlushInterval,
+			}, embedding.Deps{Logger: a.logger, Pool: a.pool, Bus: a.bus, KV: a.kv, Registerer: a.registry, Dial: a.dialService})
 		}},
 		{config.ServicePolicy, policy.Migrations(), func(a *App) (serviceModule, error) {
 			return policy.New(policy.Config{}, policy.Deps{Logger: a.logger, Pool: a.pool, Bus: a.bus, KV: a.kv, Registerer: a.registry, Dial: a.dialService})
 		}},
 		{config.ServiceWebhooks, webhooks.Migrations(), func(a *App) (serviceModule, error) {
-			return webhooks.New(webhooks.Config{}, webhooks.Deps{Logger: a.logger, Pool: a.pool, Bus: a.bus, KV: a.kv, Registerer: a.registry, Dial: a.dialService})
+			allowed := a.cfg.Webhooks.AllowedAddresses
+			if a.mode == config.ModeDev {
+				// Local receivers are what developers test against.
+				allowed = append(slices.Clone(allowed), "127.0.0.0/8", "::1")
+			}
+			return webhooks.New(webhooks.Config{SecretKey: a.cfg.Webhooks.SecretKey, AllowedAddresses: allowed},
+				webhooks.Deps{Logger: a.logger, Pool: a.pool, Bus: a.bus, KV: a.kv, Registerer: a.registry, Dial: a.dialService})
 		}},
 		{config.ServiceUsage, usage.Migrations(), func(a *App) (serviceModule, error) {
-			return usage.New(usage.Config{}, usage.Deps{Logger: a.logger, Pool: a.pool, Bus: a.bus, KV: a.kv, Registerer: a.registry, Dial: a.dialService})
+			return usage.New(usage.Config{}, usage.Deps{
+				Logger: a.logger, Pool: a.pool, Bus: a.bus, KV: a.kv, Registerer: a.registry, Dial: a.dialService,
+				Limiter: a.limiter,
+			})
 		}},
 	}
+}
+
+// identityConfig maps the configuration onto the identity service's settings.
+func (a *App) identityConfig() identity.Config {
+	c := a.cfg
+	cfg := identity.Config{
+		APIKeyPepper: c.Auth.APIKeyPepper,
+		Tokens: identity.TokenConfig{
+			Issuer: c.Auth.TokenIssuer, Audience: c.Auth.TokenAudience, AccessTTL: c.Auth.AccessTokenTTL,
+			SessionTTL: c.Auth.SessionTTL, EncryptionKey: c.Auth.EncryptionKey,
+		},
+		MFA: identity.MFAConfig{EncryptionKey: c.Auth.EncryptionKey, Issuer: c.Auth.MFAIssuer},
+		Invitations: identity.InvitationConfig{
+			AcceptURL: c.Invitations.AcceptURL, TTL: c.Invitations.TTL,
+			SMTP: identity.SMTPConfig{
+				Host: c.SMTP.Host, Port: c.SMTP.Port, Username: c.SMTP.Username, Password: c.SMTP.Password,
+				From: c.SMTP.From, TLSMode: c.SMTP.TLSMode,
+			},
+		},
+	}
+	if c.SMTP.Host == "" && a.mode == config.ModeDev {
+		// Without a mail server, dev writes the accept link (token included) to the
+		// log, so invitations can be tried locally.
+		cfg.Invitations.Mailer = identity.NewLogMailer(a.logger)
+	}
+	return cfg
 }
 
 // AllMigrations lists every schema's migrations, in dependency-free order.
@@ -106,42 +156,54 @@ type App struct {
 	registry *prometheus.Registry
 	resolved []string
 
-	pool     *pgxpool.Pool
-	embedded *bus.Embedded
-	bus      *bus.Bus
-	kv       kv.Store
-	server   *grpcserver.Server
-	grpcLis  net.Listener
-	httpLis  net.Listener
-	http     *http.Server
-	mux      *http.ServeMux
-	authn    auth.Authenticator
-	identity *identity.Module
-	conns    []*grpc.ClientConn
+	pool        *pgxpool.Pool
+	embedded    *bus.Embedded
+	bus         *bus.Bus
+	kv          kv.Store
+	server      *grpcserver.Server
+	grpcLis     net.Listener
+	httpLis     net.Listener
+	http        *http.Server
+	mux         *http.ServeMux
+	authn       auth.Authenticator
+	limiter     *ratelimit.Limiter
+	limits      lateLimiter
+	policyAuthz *policyengine.Authorizer
+	identity    *identity.Module
+	conns       []*grpc.ClientConn
 
 	connMu       sync.Mutex
 	serviceConns map[string]*grpc.ClientConn
 	remoteMu     sync.Mutex
-	remote       *auth.Remote
+	remote       auth.Authenticator
+	revoked      *auth.Revocations
 
 	readyOnce sync.Once
 	ready     chan struct{}
+	// background runs process-wide loops (revocation following); cancelled when the
+	// servers stop.
+	background     context.Context
+	stopBackground context.CancelFunc
 }
 
 // New declares the modules of a process; Run starts the configured targets.
 func New(cfg *config.Config, mode string, logger *slog.Logger) *App {
 	a := &App{
 		cfg: cfg, mode: mode, logger: logger, registry: telemetry.NewRegistry(),
-		ready: make(chan struct{}),
+		ready: make(chan struct{}), revoked: auth.NewRevocations(),
 	}
+	a.background, a.stopBackground = context.WithCancel(context.Background())
 	a.manager = module.NewManager(logger, module.WithStopTimeout(cfg.HTTP.ShutdownTimeout))
 	a.manager.Register(module.Definition{Name: modDatabase, Hidden: true, Init: a.initDatabase})
 	a.manager.Register(module.Definition{Name: modBus, Hidden: true, Init: a.initBus})
 	a.manager.Register(module.Definition{Name: modKV, Hidden: true, Init: a.initKV})
 	a.manager.Register(module.Definition{Name: modServer, Hidden: true, Init: a.initServer})
+	a.manager.Register(module.Definition{
+		Name: modLimits, Hidden: true, Deps: []string{modDatabase, modBus, modKV, modServer}, Init: a.initLimits,
+	})
 	for _, s := range services() {
 		a.manager.Register(module.Definition{
-			Name: s.name, Deps: []string{modDatabase, modBus, modKV, modServer},
+			Name: s.name, Deps: []string{modDatabase, modBus, modKV, modServer, modLimits},
 			Init: func(context.Context) (module.Service, error) {
 				m, err := s.build(a)
 				if err != nil {
@@ -269,8 +331,20 @@ func (a *App) initKV(ctx context.Context) (module.Service, error) {
 // start-up at once; serving begins only when every module has started.
 func (a *App) initServer(context.Context) (module.Service, error) {
 	a.authn = auth.AuthenticatorFunc(a.authenticate)
+	// Authorization is decided by each tenant's policies (baselines included), read
+	// from the policy schema and reloaded when the policy service announces a change.
+	a.policyAuthz = policyengine.NewAuthorizer(policyengine.LoaderFunc(
+		func(ctx context.Context, tenant string) ([]policyengine.Policy, error) {
+			if a.pool == nil {
+				return nil, errors.New("no database in this process")
+			}
+			return policy.NewLoader(a.pool).LoadPolicies(ctx, tenant)
+		}), policyengine.AuthorizerConfig{Options: policyengine.Options{
+		Logger: a.logger, Metrics: policyengine.NewMetrics(a.registry),
+	}})
 	srv, err := grpcserver.New(grpcserver.Options{
-		Logger: a.logger, Registerer: a.registry, Authenticator: a.authn,
+		Logger: a.logger, Registerer: a.registry, Authenticator: a.authn, Authorizer: a.policyAuthz,
+		RateLimiter:  &a.limits,
 		MaxRecvBytes: int(a.cfg.HTTP.MaxBodyBytes) + 64<<10,
 	})
 	if err != nil {
@@ -316,6 +390,20 @@ func (a *App) readyz(w http.ResponseWriter, r *http.Request) {
 
 // serve starts both listeners; it runs once every module has started.
 func (a *App) serve() {
+	if a.bus != nil && a.identity == nil {
+		// Access tokens are verified here; learn of revoked sessions within a second.
+		go func() {
+			if err := a.revoked.Follow(a.background, a.bus.JS, a.bus.StreamName(), a.logger); err != nil && a.background.Err() == nil {
+				a.logger.Error("following session revocations stopped", "err", err)
+			}
+		}()
+	}
+	if a.bus != nil {
+		if err := a.policyAuthz.Subscribe(a.bus); err != nil {
+			// Policies still reload every minute; log rather than refuse to serve.
+			a.logger.Error("subscribe to policy changes", "err", err)
+		}
+	}
 	a.server.InitializeMetrics()
 	for _, s := range services() {
 		if a.runs(s.name) {
@@ -355,6 +443,8 @@ func (a *App) stopServers(ctx context.Context) error {
 	for _, c := range a.conns {
 		_ = c.Close()
 	}
+	_ = a.policyAuthz.Close()
+	a.stopBackground()
 	return httpErr
 }
 
@@ -371,7 +461,10 @@ func (a *App) authenticate(ctx context.Context, cred auth.Credential) (*auth.Pri
 	return remote.Authenticate(ctx, cred)
 }
 
-func (a *App) remoteAuth() (*auth.Remote, error) {
+// remoteAuth verifies credentials in a process without the identity service:
+// access tokens locally against the identity service's published keys (revoked
+// sessions followed on the bus), API keys by asking the identity service.
+func (a *App) remoteAuth() (auth.Authenticator, error) {
 	a.remoteMu.Lock()
 	defer a.remoteMu.Unlock()
 	if a.remote == nil {
@@ -379,7 +472,14 @@ func (a *App) remoteAuth() (*auth.Remote, error) {
 		if err != nil {
 			return nil, fmt.Errorf("identity service client: %w", err)
 		}
-		a.remote = auth.NewRemote(identityv1.NewCredentialServiceClient(conn), 0)
+		jwt, err := auth.NewJWTVerifier(auth.JWTVerifierConfig{
+			Keys:   auth.NewJWKSKeys(identityv1.NewAuthServiceClient(conn), 0),
+			Issuer: a.cfg.Auth.TokenIssuer, Audience: a.cfg.Auth.TokenAudience, Revoked: a.revoked,
+		})
+		if err != nil {
+			return nil, err
+		}
+		a.remote = auth.Split(jwt, auth.NewRemote(identityv1.NewCredentialServiceClient(conn), 0))
 	}
 	return a.remote, nil
 }
@@ -429,6 +529,43 @@ func (a *App) dialOptions() []grpc.DialOption {
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
 		grpc.WithStatsHandler(otelgrpc.NewClientHandler()),
 	}
+}
+
+// initLimits builds the rate limiter (Redis when configured, else in-process) and the
+// quota checker, and puts them into the interceptor chain of the server.
+func (a *App) initLimits(ctx context.Context) (module.Service, error) {
+	opts := ratelimit.Options{
+		Source: usage.NewLimitSource(a.pool), Fallback: ratelimit.Fallback(a.cfg.RateLimit.Fallback),
+		Shadow: a.cfg.RateLimit.Shadow, Logger: a.logger, Registerer: a.registry,
+	}
+	if rc, ok := kv.RedisClient(a.kv); ok {
+		opts.Redis = rc
+	}
+	limiter, err := ratelimit.New(opts)
+	if err != nil {
+		return nil, err
+	}
+	a.limiter = limiter
+	a.limits.set(ratelimit.Chain{limiter, usage.NewQuotaChecker(a.pool, a.logger, 10*time.Second)})
+	loops := worker.NewGroup(a.logger)
+	loops.Go(ctx, "rate limit changes", func(ctx context.Context) error { return limiter.Watch(ctx, a.bus.Conn) })
+	return module.Funcs{StopFunc: loops.Stop}, nil
+}
+
+// lateLimiter lets the server be built before the limiter it will use exists: until
+// set, it lets every request through.
+type lateLimiter struct {
+	v atomic.Pointer[ratelimit.Chain]
+}
+
+func (l *lateLimiter) set(c ratelimit.Chain) { l.v.Store(&c) }
+
+// Allow implements grpcserver.RateLimiter.
+func (l *lateLimiter) Allow(ctx context.Context, p *auth.Principal, a authz.Access) error {
+	if c := l.v.Load(); c != nil {
+		return c.Allow(ctx, p, a)
+	}
+	return nil
 }
 
 func (a *App) initGateway(ctx context.Context) (module.Service, error) {

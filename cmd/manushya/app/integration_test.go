@@ -45,7 +45,10 @@ func TestSeparateTargets(t *testing.T) {
 		apitest.RawCase{
 			Name: "memory authenticates through the identity service", HTTPMethod: http.MethodPost, Path: "/v1/memory/",
 			Credential: boot.APIKey, Body: `{"text":"Client meeting notes: ...","type":"meeting_note","metadata":{"client_id":"CS001"}}`,
-			WantStatus: http.StatusNotImplemented, WantReason: "ERROR_REASON_UNIMPLEMENTED",
+			WantStatus: http.StatusOK,
+			Check: func(t testing.TB, _ int, body []byte) {
+				require.Contains(t, string(body), `"client_id":"CS001"`)
+			},
 		},
 		apitest.RawCase{
 			Name: "memory refuses a bad key", HTTPMethod: http.MethodPost, Path: "/v1/memory/search",
