@@ -18,6 +18,8 @@ const (
 	CredentialNone CredentialKind = iota
 	CredentialAPIKey
 	CredentialJWT
+	// CredentialService is a signed service-to-service credential (ServiceHeader).
+	CredentialService
 )
 
 // APIKeyPrefix starts every Manushya API key ("mk_<env>_<random>").
@@ -32,6 +34,9 @@ type Credential struct {
 // CredentialFromMetadata reads the caller's credential from incoming gRPC metadata.
 func CredentialFromMetadata(ctx context.Context) (Credential, error) {
 	md, _ := metadata.FromIncomingContext(ctx)
+	if v := md.Get(ServiceHeader); len(v) > 0 && v[0] != "" {
+		return Credential{Kind: CredentialService, Value: v[0]}, nil
+	}
 	// A blank header counts as absent, so no empty secret goes to the authenticator.
 	if keys := md.Get("x-api-key"); len(keys) > 0 {
 		if key := strings.TrimSpace(keys[0]); key != "" {

@@ -12,6 +12,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/pgvector/pgvector-go"
 
+	"github.com/manushya-ai/manushya/pkg/auth"
 	"github.com/manushya-ai/manushya/pkg/bus"
 	embeddingv1 "github.com/manushya-ai/manushya/pkg/pb/manushya/embedding/v1"
 	"github.com/manushya-ai/manushya/services/memory/store"
@@ -226,7 +227,7 @@ func (w *embedWorker) embedChunk(ctx context.Context, tenant uuid.UUID, chunk []
 		texts[i] = p.text
 	}
 	w.svc.metrics.batch.Observe(float64(len(texts)))
-	model, vecs, err := w.svc.embedTexts(ctx, texts)
+	model, vecs, err := w.svc.embedTexts(ctx, tenant, texts)
 	if err != nil {
 		if ctx.Err() != nil {
 			return ctx.Err()
@@ -316,11 +317,14 @@ func (w *embedWorker) fail(ctx context.Context, tenant uuid.UUID, chunk []pendin
 }
 
 // embedTexts calls the embedding service and checks what it returns.
-func (s *Service) embedTexts(ctx context.Context, texts []string) (string, [][]float32, error) {
+func (s *Service) embedTexts(ctx context.Context, tenant uuid.UUID, texts []string) (string, [][]float32, error) {
 	client, err := s.embeddingClient()
 	if err != nil {
 		return "", nil, err
 	}
+	// The embedder works for no caller, and a search's caller may hold no embedding
+	// permission: the memory service calls as itself, for the tenant.
+	ctx = auth.AsService(ctx, "memory", tenant.String())
 	ctx, cancel := context.WithTimeout(ctx, embedTimeout)
 	defer cancel()
 	resp, err := client.Embed(ctx, &embeddingv1.EmbedRequest{Texts: texts, Model: s.cfg.EmbeddingModel, Dimensions: store.Dimensions})

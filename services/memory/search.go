@@ -87,7 +87,7 @@ func (s *Service) Search(ctx context.Context, req *memoryv1.SearchMemoriesReques
 	if mode != memoryv1.SearchMode_SEARCH_MODE_KEYWORD {
 		vec = req.GetVector()
 		if len(vec) == 0 {
-			model, vecs, err := s.embedTexts(ctx, []string{query})
+			model, vecs, err := s.embedTexts(ctx, c.tenant, []string{query})
 			if err != nil {
 				if ctx.Err() != nil {
 					return nil, ctx.Err()

@@ -166,6 +166,7 @@ type App struct {
 	http        *http.Server
 	mux         *http.ServeMux
 	authn       auth.Authenticator
+	services    *auth.ServiceSigner // signs and verifies service-to-service calls
 	limiter     *ratelimit.Limiter
 	limits      lateLimiter
 	policyAuthz *policyengine.Authorizer
@@ -191,6 +192,7 @@ func New(cfg *config.Config, mode string, logger *slog.Logger) *App {
 	a := &App{
 		cfg: cfg, mode: mode, logger: logger, registry: telemetry.NewRegistry(),
 		ready: make(chan struct{}), revoked: auth.NewRevocations(),
+		services: auth.NewServiceSigner(cfg.Auth.APIKeyPepper),
 	}
 	a.background, a.stopBackground = context.WithCancel(context.Background())
 	a.manager = module.NewManager(logger, module.WithStopTimeout(cfg.HTTP.ShutdownTimeout))
@@ -451,6 +453,9 @@ func (a *App) stopServers(ctx context.Context) error {
 // authenticate verifies credentials locally when the identity service runs in this
 // process, and otherwise asks it over gRPC.
 func (a *App) authenticate(ctx context.Context, cred auth.Credential) (*auth.Principal, error) {
+	if cred.Kind == auth.CredentialService {
+		return a.services.Verify(cred.Value)
+	}
 	if a.identity != nil {
 		return a.identity.Authenticator().Authenticate(ctx, cred)
 	}
@@ -528,6 +533,7 @@ func (a *App) dialOptions() []grpc.DialOption {
 	return []grpc.DialOption{
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
 		grpc.WithStatsHandler(otelgrpc.NewClientHandler()),
+		grpc.WithUnaryInterceptor(a.services.UnaryClientInterceptor()),
 	}
 }
 
