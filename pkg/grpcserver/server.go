@@ -44,6 +44,10 @@ type Options struct {
 	Authenticator auth.Authenticator    // nil: every credential is refused
 	Authorizer    authz.Authorizer      // nil: authz.BuiltinRoles
 	RateLimiter   RateLimiter           // nil: no limit
+	// Observers run right after authentication, around everything after it, so they
+	// see the caller and the final outcome of every authenticated call, refusals
+	// included (the audit log of mutating requests).
+	Observers []grpc.UnaryServerInterceptor
 	MaxRecvBytes  int                   // 0: 4 MiB
 }
 
@@ -101,7 +105,9 @@ func New(opts Options) (*Server, error) {
 	// is in the context and before logging and metrics, so the panic is logged with
 	// the request id and counted like any other failed call. The outer one still
 	// catches panics of the interceptors themselves.
-	unary = append(unary, c.authnUnary, c.rateLimitUnary, c.validateUnary, c.authzUnary,
+	unary = append(unary, c.authnUnary)
+	unary = append(unary, opts.Observers...)
+	unary = append(unary, c.rateLimitUnary, c.validateUnary, c.authzUnary,
 		recovery.UnaryServerInterceptor(recovery.WithRecoveryHandlerContext(c.recovered)), c.errorsUnary)
 	stream = append(stream, c.authStream,
 		recovery.StreamServerInterceptor(recovery.WithRecoveryHandlerContext(c.recovered)), c.errorsStream)

@@ -100,8 +100,13 @@ func services() []serviceDef {
 				// Local receivers are what developers test against.
 				allowed = append(slices.Clone(allowed), "127.0.0.0/8", "::1")
 			}
-			return webhooks.New(webhooks.Config{SecretKey: a.cfg.Webhooks.SecretKey, AllowedAddresses: allowed},
+			m, err := webhooks.New(webhooks.Config{SecretKey: a.cfg.Webhooks.SecretKey, AllowedAddresses: allowed},
 				webhooks.Deps{Logger: a.logger, Pool: a.pool, Bus: a.bus, KV: a.kv, Registerer: a.registry, Dial: a.dialService})
+			if err == nil {
+				// Mutating requests of every service in this process reach the audit log.
+				a.audit.set(m.AuditInterceptor())
+			}
+			return m, err
 		}},
 		{config.ServiceUsage, usage.Migrations(), func(a *App) (serviceModule, error) {
 			return usage.New(usage.Config{}, usage.Deps{
@@ -169,6 +174,7 @@ type App struct {
 	services    *auth.ServiceSigner // signs and verifies service-to-service calls
 	limiter     *ratelimit.Limiter
 	limits      lateLimiter
+	audit       lateInterceptor // the webhooks service's audit of mutating requests
 	policyAuthz *policyengine.Authorizer
 	identity    *identity.Module
 	conns       []*grpc.ClientConn
@@ -346,7 +352,7 @@ func (a *App) initServer(context.Context) (module.Service, error) {
 	}})
 	srv, err := grpcserver.New(grpcserver.Options{
 		Logger: a.logger, Registerer: a.registry, Authenticator: a.authn, Authorizer: a.policyAuthz,
-		RateLimiter:  &a.limits,
+		RateLimiter: &a.limits, Observers: []grpc.UnaryServerInterceptor{a.audit.intercept},
 		MaxRecvBytes: int(a.cfg.HTTP.MaxBodyBytes) + 64<<10,
 	})
 	if err != nil {
@@ -572,6 +578,21 @@ func (l *lateLimiter) Allow(ctx context.Context, p *auth.Principal, a authz.Acce
 		return c.Allow(ctx, p, a)
 	}
 	return nil
+}
+
+// lateInterceptor lets the server be built before the module whose interceptor it
+// runs; until set, it passes calls through.
+type lateInterceptor struct {
+	v atomic.Pointer[grpc.UnaryServerInterceptor]
+}
+
+func (l *lateInterceptor) set(i grpc.UnaryServerInterceptor) { l.v.Store(&i) }
+
+func (l *lateInterceptor) intercept(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+	if i := l.v.Load(); i != nil {
+		return (*i)(ctx, req, info, h)
+	}
+	return h(ctx, req)
 }
 
 func (a *App) initGateway(ctx context.Context) (module.Service, error) {
