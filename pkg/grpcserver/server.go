@@ -47,8 +47,8 @@ type Options struct {
 	// Observers run right after authentication, around everything after it, so they
 	// see the caller and the final outcome of every authenticated call, refusals
 	// included (the audit log of mutating requests).
-	Observers []grpc.UnaryServerInterceptor
-	MaxRecvBytes  int                   // 0: 4 MiB
+	Observers    []grpc.UnaryServerInterceptor
+	MaxRecvBytes int // 0: 4 MiB
 }
 
 // Server is a gRPC server with its health service.
