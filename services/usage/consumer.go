@@ -92,8 +92,10 @@ func (s *Service) usageOf(ev bus.Event, now time.Time) (store.Event, error) {
 	if raw.IdentityID == "" && ev.Type == "identity.created" {
 		raw.IdentityID = ev.Subject
 	}
-	if _, err := uuid.Parse(raw.IdentityID); err != nil {
+	if id, err := uuid.Parse(raw.IdentityID); err != nil {
 		raw.IdentityID = ""
+	} else {
+		raw.IdentityID = id.String()
 	}
 	// Events replayed from the stream may be older than the late window; they were
 	// metered when they were new, so refusing them is right.

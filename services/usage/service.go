@@ -39,6 +39,9 @@ var (
 	typePattern   = regexp.MustCompile(`^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+$`)
 	idPattern     = regexp.MustCompile(`^[A-Za-z0-9._:-]{1,128}$`)
 	sourcePattern = regexp.MustCompile(`^[A-Za-z0-9._/-]{1,128}$`)
+	// uuidPattern is the form protovalidate's uuid rule accepts; uuid.Parse alone
+	// also takes braces, "urn:uuid:" and hyphenless forms.
+	uuidPattern = regexp.MustCompile(`^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$`)
 )
 
 // Service holds the usage service's domain logic; the gRPC handlers translate to
@@ -78,6 +81,10 @@ type RawEvent struct {
 
 // validate turns a received event into a storable one, or says which field is
 // wrong and why; field names are prefixed with prefix ("events[3].").
+//
+// It is the only check of an event's fields: UsageEvent has no protovalidate
+// constraints, which would refuse a whole IngestUsageEvents batch for one bad
+// event, so every rule lives here and is reported per event.
 func (s *Service) validate(tenant uuid.UUID, e RawEvent, prefix string, now time.Time) (store.Event, *apierr.Error) {
 	out := store.Event{Tenant: tenant, ID: e.ID, Source: e.Source, Type: e.Type, Quantity: 1, Time: e.Time, Properties: e.Properties}
 	var vs []apierr.Violation
@@ -110,8 +117,8 @@ func (s *Service) validate(tenant uuid.UUID, e RawEvent, prefix string, now time
 	}
 	if e.IdentityID != "" {
 		id, err := uuid.Parse(e.IdentityID)
-		if err != nil {
-			bad("identity_id", "must be a UUID")
+		if err != nil || !uuidPattern.MatchString(e.IdentityID) {
+			bad("identity_id", "must be a UUID such as \"123e4567-e89b-12d3-a456-426614174000\"")
 		}
 		out.IdentityID = id
 	}

@@ -12,6 +12,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"github.com/stretchr/testify/require"
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
@@ -425,4 +426,122 @@ func TestSummaryTrendAgainstPreviousPeriod(t *testing.T) {
 	require.InDelta(t, -1, s.GetChangeRatio(), 1e-9)
 	require.EqualValues(t, 1, sum.GetActiveIdentityCount())
 	require.EqualValues(t, 1, sum.GetPreviousActiveIdentityCount())
+}
+
+// violationsOf returns the field violations of a per-event status, by field.
+func violationsOf(t testing.TB, r *usagev1.UsageEventResult) map[string]string {
+	t.Helper()
+	st := status.FromProto(r.GetStatus())
+	require.Equal(t, codes.InvalidArgument, st.Code(), "%v", st)
+	require.Equal(t, errorsv1.ErrorReason_ERROR_REASON_INVALID_ARGUMENT, apierr.ReasonOf(st.Err()))
+	out := map[string]string{}
+	for _, d := range st.Details() {
+		if br, ok := d.(*errdetails.BadRequest); ok {
+			for _, v := range br.GetFieldViolations() {
+				out[v.GetField()] = v.GetDescription()
+			}
+		}
+	}
+	return out
+}
+
+// A batch mixing good and bad events passes the validation interceptor: each bad
+// event is refused in its own result, naming the field, and the rest is stored.
+func TestIngestMixedBatchStoresTheValidRest(t *testing.T) {
+	t.Parallel()
+	b := setup(t, nil)
+	ctx := b.admin.ctx()
+	now := time.Now()
+	ident := uuid.NewString()
+	_, err := b.usage.IngestUsageEvents(ctx, &usagev1.IngestUsageEventsRequest{Events: []*usagev1.UsageEvent{
+		{Id: "sent-before", Type: "memory.search", Quantity: qty(2), IdentityId: ident},
+	}})
+	require.NoError(t, err)
+
+	resp, err := b.usage.IngestUsageEvents(ctx, &usagev1.IngestUsageEventsRequest{Events: []*usagev1.UsageEvent{
+		0:  {Id: "ok-1", Type: "memory.write", Quantity: qty(5), IdentityId: ident},
+		1:  {Id: "negative", Type: "memory.write", Quantity: qty(-1)},
+		2:  {Id: "unknown", Type: "nope.unknown"},
+		3:  {Id: "too-old", Type: "memory.write", EventTime: timestamppb.New(now.Add(-36 * 24 * time.Hour))},
+		4:  {Id: "future", Type: "memory.write", EventTime: timestamppb.New(now.Add(time.Hour))},
+		5:  {Id: "sent-before", Type: "memory.search", Quantity: qty(2), IdentityId: ident},
+		6:  {Id: "ok-2", Type: "acme.widget", Quantity: qty(3), IdentityId: ident},
+		7:  {Id: "ok-1", Type: "memory.write", Quantity: qty(5), IdentityId: ident},
+		8:  {Id: "huge", Type: "memory.write", Quantity: qty(1_000_000_000_000_001)},
+		9:  {Id: "bad id!", Source: "no spaces", Type: "Memory.Write", IdentityId: "{" + ident + "}"},
+		10: {Id: strings.Repeat("x", 129), Type: "memory.write"},
+		11: {Id: "ok-3", Type: "memory.write", Quantity: qty(0), Source: "billing/app-1", EventTime: timestamppb.New(now)},
+	}})
+	require.NoError(t, err, "bad events must not refuse the batch")
+	require.Len(t, resp.GetResults(), 12)
+	require.EqualValues(t, 3, resp.GetAcceptedCount())
+	require.EqualValues(t, 2, resp.GetDuplicateCount())
+	require.EqualValues(t, 7, resp.GetRejectedCount())
+
+	for _, i := range []int{0, 5, 6, 7, 11} {
+		require.Equal(t, int32(codes.OK), resp.GetResults()[i].GetStatus().GetCode(), "event %d", i)
+	}
+	require.False(t, resp.GetResults()[0].GetDuplicate())
+	require.True(t, resp.GetResults()[5].GetDuplicate(), "recorded by an earlier call")
+	require.True(t, resp.GetResults()[7].GetDuplicate(), "repeated within the batch")
+	require.Equal(t, "ok-2", resp.GetResults()[6].GetId())
+
+	want := map[int]map[string]string{
+		1:  {"events[1].quantity": "must not be negative"},
+		2:  {"events[2].type": `unknown usage type "nope.unknown"`},
+		3:  {"events[3].event_time": "more than 35 days old"},
+		4:  {"events[4].event_time": "in the future"},
+		8:  {"events[8].quantity": "at most 10^15"},
+		9:  {"events[9].id": "letters, digits", "events[9].source": "letters, digits", "events[9].type": "lowercase dotted words", "events[9].identity_id": "must be a UUID"},
+		10: {"events[10].id": "1 to 128"},
+	}
+	for i, fields := range want {
+		r := resp.GetResults()[i]
+		require.False(t, r.GetDuplicate(), "event %d", i)
+		got := violationsOf(t, r)
+		require.Len(t, got, len(fields), "event %d: %v", i, got)
+		for field, why := range fields {
+			require.Contains(t, got, field, "event %d", i)
+			require.Contains(t, got[field], why, "event %d", i)
+		}
+	}
+
+	// Only the valid events are stored and rolled up, each counted once.
+	events, err := b.usage.ListUsageEvents(ctx, &usagev1.ListUsageEventsRequest{})
+	require.NoError(t, err)
+	var ids []string
+	for _, e := range events.GetEvents() {
+		ids = append(ids, e.GetId())
+	}
+	require.ElementsMatch(t, []string{"sent-before", "ok-1", "ok-2", "ok-3"}, ids)
+
+	daily, err := b.usage.ListDailyUsage(ctx, &usagev1.ListDailyUsageRequest{AggregateIdentities: true})
+	require.NoError(t, err)
+	type row struct{ quantity, events int64 }
+	got := map[string]row{}
+	for _, d := range daily.GetDailyUsage() {
+		require.Equal(t, now.UTC().Format(time.DateOnly), d.GetDate())
+		got[d.GetType()] = row{d.GetQuantity(), d.GetEventCount()}
+	}
+	require.Equal(t, map[string]row{
+		"memory.write": {5, 2}, "memory.search": {2, 1}, "acme.widget": {3, 1},
+	}, got)
+}
+
+// Only the batch as a whole is checked by the interceptor: empty or oversized.
+func TestIngestRefusesEmptyAndOversizedBatches(t *testing.T) {
+	t.Parallel()
+	b := setup(t, nil)
+	_, err := b.usage.IngestUsageEvents(b.admin.ctx(), &usagev1.IngestUsageEventsRequest{})
+	requireReason(t, err, codes.InvalidArgument, errorsv1.ErrorReason_ERROR_REASON_INVALID_ARGUMENT)
+	events := make([]*usagev1.UsageEvent, 1001)
+	for i := range events {
+		events[i] = &usagev1.UsageEvent{Type: "memory.write"}
+	}
+	_, err = b.usage.IngestUsageEvents(b.admin.ctx(), &usagev1.IngestUsageEventsRequest{Events: events})
+	requireReason(t, err, codes.InvalidArgument, errorsv1.ErrorReason_ERROR_REASON_INVALID_ARGUMENT)
+	require.Contains(t, status.Convert(err).Message(), "events")
+	list, err := b.usage.ListUsageEvents(b.admin.ctx(), &usagev1.ListUsageEventsRequest{})
+	require.NoError(t, err)
+	require.Empty(t, list.GetEvents())
 }

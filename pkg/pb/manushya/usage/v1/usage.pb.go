@@ -135,24 +135,38 @@ func (UsageExportKind) EnumDescriptor() ([]byte, []int) {
 }
 
 // UsageEvent is one metered action.
+//
+// Its fields carry no validation constraints on purpose: IngestUsageEvents checks
+// every rule below per event, so one bad event is refused in its own result (with
+// a BadRequest field violation such as "events[3].quantity") while the valid rest
+// of the batch is stored; constraints here would refuse the whole batch instead.
+// A value of the wrong JSON type, such as a non-numeric or fractional quantity,
+// cannot be decoded at all: over REST the whole request is refused with 400 and
+// reason MALFORMED_REQUEST, naming the field ("events[3].quantity: expected an
+// integer").
 type UsageEvent struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Unique id within the tenant, chosen by the sender so retries are not counted
-	// twice (a UUID or any stable key); when empty the server assigns a UUIDv7 and
-	// the event cannot be deduplicated.
+	// twice (a UUID or any stable key): 1 to 128 letters, digits, '.', '_', ':' or
+	// '-'. When empty the server assigns a UUIDv7 and the event cannot be
+	// deduplicated.
 	Id string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
 	// Who reported it: a Manushya service ("memory", "identity") or the sender's own
-	// name for its application.
+	// name for its application; 1 to 128 letters, digits, '.', '_', '/' or '-', and
+	// "api" when empty.
 	Source string `protobuf:"bytes,2,opt,name=source,proto3" json:"source,omitempty"`
-	// Usage type, e.g. "api.request" or "embedding.tokens".
+	// Usage type, e.g. "api.request" or "embedding.tokens": lowercase dotted words,
+	// at most 128 characters, and a built-in type or one registered in the server's
+	// configuration (usage.types).
 	Type string `protobuf:"bytes,3,opt,name=type,proto3" json:"type,omitempty"`
-	// How much was used, in the type's unit; 1 when left out.
+	// How much was used, in the type's unit, 0 to 10^15; 1 when left out. In REST
+	// JSON a number or a string of digits.
 	Quantity *int64 `protobuf:"varint,4,opt,name=quantity,proto3,oneof" json:"quantity,omitempty"`
-	// The identity the usage is billed to; the caller's identity when empty.
+	// The identity the usage is billed to, a UUID; the caller's identity when empty.
 	IdentityId string `protobuf:"bytes,5,opt,name=identity_id,json=identityId,proto3" json:"identity_id,omitempty"`
 	// When the usage happened; the time of receipt when unset. The server refuses
-	// times in the future beyond a small clock skew, and times in months already
-	// closed for billing.
+	// times more than 5 minutes in the future (clock skew) and times more than 35
+	// days in the past.
 	EventTime *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=event_time,json=eventTime,proto3" json:"event_time,omitempty"`
 	// Free-form attributes (model, route, region...), kept with the raw event.
 	Properties *structpb.Struct `protobuf:"bytes,7,opt,name=properties,proto3" json:"properties,omitempty"`
@@ -1644,14 +1658,14 @@ var File_manushya_usage_v1_usage_proto protoreflect.FileDescriptor
 
 const file_manushya_usage_v1_usage_proto_rawDesc = "" +
 	"\n" +
-	"\x1dmanushya/usage/v1/usage.proto\x12\x11manushya.usage.v1\x1a\x1bbuf/validate/validate.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x19google/api/httpbody.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17google/rpc/status.proto\x1a manushya/options/v1/access.proto\"\xd4\x03\n" +
+	"\x1dmanushya/usage/v1/usage.proto\x12\x11manushya.usage.v1\x1a\x1bbuf/validate/validate.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x19google/api/httpbody.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17google/rpc/status.proto\x1a manushya/options/v1/access.proto\"\xc8\x02\n" +
 	"\n" +
-	"UsageEvent\x12,\n" +
-	"\x02id\x18\x01 \x01(\tB\x1c\xbaH\x19r\x17\x18\x80\x012\x12^[A-Za-z0-9._:-]*$R\x02id\x124\n" +
-	"\x06source\x18\x02 \x01(\tB\x1c\xbaH\x19r\x17\x18\x80\x012\x12^[A-Za-z0-9._/-]*$R\x06source\x12C\n" +
-	"\x04type\x18\x03 \x01(\tB/\xbaH,r*\x18\x80\x012%^[a-z][a-z0-9_]*(\\.[a-z][a-z0-9_]*)+$R\x04type\x121\n" +
-	"\bquantity\x18\x04 \x01(\x03B\x10\xbaH\r\"\v\x18\x80\x80\x9a\xa6\xea\xaf\xe3\x01(\x00H\x00R\bquantity\x88\x01\x01\x12,\n" +
-	"\videntity_id\x18\x05 \x01(\tB\v\xbaH\b\xd8\x01\x01r\x03\xb0\x01\x01R\n" +
+	"UsageEvent\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x16\n" +
+	"\x06source\x18\x02 \x01(\tR\x06source\x12\x12\n" +
+	"\x04type\x18\x03 \x01(\tR\x04type\x12\x1f\n" +
+	"\bquantity\x18\x04 \x01(\x03H\x00R\bquantity\x88\x01\x01\x12\x1f\n" +
+	"\videntity_id\x18\x05 \x01(\tR\n" +
 	"identityId\x129\n" +
 	"\n" +
 	"event_time\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\teventTime\x127\n" +

@@ -47,9 +47,11 @@ type UsageServiceClient interface {
 	// Record up to 1000 usage events in one call.
 	//
 	// Each event succeeds or fails on its own; the response has a status per event,
-	// in the order of the request, whose ErrorInfo reason says why one was refused.
-	// Events are idempotent on id: sending an id again is reported as a duplicate
-	// and not counted twice.
+	// in the order of the request, whose ErrorInfo reason and field violations
+	// ("events[2].type") say why one was refused; the valid rest is stored. Only an
+	// empty batch, one of more than 1000 events, or a body that cannot be decoded
+	// (see UsageEvent) is refused as a whole. Events are idempotent on id: sending
+	// an id again is reported as a duplicate and not counted twice.
 	IngestUsageEvents(ctx context.Context, in *IngestUsageEventsRequest, opts ...grpc.CallOption) (*IngestUsageEventsResponse, error)
 	// List raw usage events.
 	//
@@ -212,9 +214,11 @@ type UsageServiceServer interface {
 	// Record up to 1000 usage events in one call.
 	//
 	// Each event succeeds or fails on its own; the response has a status per event,
-	// in the order of the request, whose ErrorInfo reason says why one was refused.
-	// Events are idempotent on id: sending an id again is reported as a duplicate
-	// and not counted twice.
+	// in the order of the request, whose ErrorInfo reason and field violations
+	// ("events[2].type") say why one was refused; the valid rest is stored. Only an
+	// empty batch, one of more than 1000 events, or a body that cannot be decoded
+	// (see UsageEvent) is refused as a whole. Events are idempotent on id: sending
+	// an id again is reported as a duplicate and not counted twice.
 	IngestUsageEvents(context.Context, *IngestUsageEventsRequest) (*IngestUsageEventsResponse, error)
 	// List raw usage events.
 	//
