@@ -128,10 +128,16 @@ func (c *apiKeyCache) evictedSince(id string, at time.Time) bool {
 	return ok && !at.After(t)
 }
 
-// put caches a verification that just came from the database.
+// put caches a verification that just came from the database; now is when the
+// read began. A key or identity evicted since then may have changed after the read
+// (a revocation or deactivation committing meanwhile), so it is not cached.
 func (c *apiKeyCache) put(ctx context.Context, hash []byte, e *cachedKey, now time.Time) {
 	e.CachedAt = now
 	c.mu.Lock()
+	if c.evictedSince(e.KeyID, now) || c.evictedSince(e.IdentityID, now) {
+		c.mu.Unlock()
+		return
+	}
 	c.storeLocal(hash, e, now)
 	c.mu.Unlock()
 	if c.kv == nil {

@@ -274,7 +274,8 @@ func TestOutboxGetsEventInSameTransaction(t *testing.T) {
 func TestUnbuiltRPCsNameThemselves(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
-	_, err := b.ids.UpdateIdentity(as(b.operator), &identityv1.UpdateIdentityRequest{Identity: &identityv1.Identity{Id: b.tenantA}})
+	sso := identityv1.NewSsoServiceClient(b.conn)
+	_, err := sso.GetSsoProvider(as(b.operator), &identityv1.GetSsoProviderRequest{Id: b.tenantA})
 	requireCode(t, err, codes.Unimplemented, errorsv1.ErrorReason_ERROR_REASON_UNIMPLEMENTED)
-	require.Contains(t, status.Convert(err).Message(), "UpdateIdentity")
+	require.Contains(t, status.Convert(err).Message(), "GetSsoProvider")
 }

@@ -36,11 +36,36 @@ WHERE (sqlc.narg(before_id)::uuid IS NULL OR id < sqlc.narg(before_id)::uuid)
 ORDER BY id DESC
 LIMIT sqlc.arg(page_limit);
 
--- name: UpdateIdentity :one
-UPDATE identity.identities
-SET external_id = $2, role = $3, roles = $4, claims = $5, is_active = $6, update_time = now()
+-- name: GetIdentityForUpdate :one
+SELECT * FROM identity.identities
 WHERE id = $1 AND delete_time IS NULL
+FOR UPDATE;
+
+-- name: LockIdentity :one
+-- Locks an identity, deleted or not, against concurrent changes and against new
+-- sessions and keys (their inserts wait on the row).
+SELECT * FROM identity.identities WHERE id = $1 FOR UPDATE;
+
+-- name: UpdateIdentity :one
+-- Changes the fields whose set_* flag is true. Claims are merged into the stored
+-- ones (top-level keys, jsonb ||) unless replace_claims.
+UPDATE identity.identities
+SET external_id = CASE WHEN sqlc.arg(set_external_id)::boolean THEN sqlc.arg(external_id)::text ELSE external_id END,
+    role = CASE WHEN sqlc.arg(set_role)::boolean THEN sqlc.arg(role)::text ELSE role END,
+    roles = CASE WHEN sqlc.arg(set_roles)::boolean THEN sqlc.arg(roles)::text[] ELSE roles END,
+    claims = CASE
+      WHEN NOT sqlc.arg(set_claims)::boolean THEN claims
+      WHEN sqlc.arg(replace_claims)::boolean THEN sqlc.arg(claims)::jsonb
+      ELSE claims || sqlc.arg(claims)::jsonb
+    END,
+    is_active = CASE WHEN sqlc.arg(set_is_active)::boolean THEN sqlc.arg(is_active)::boolean ELSE is_active END,
+    update_time = now()
+WHERE id = sqlc.arg(id) AND delete_time IS NULL
 RETURNING *;
+
+-- name: ListIdentityAPIKeys :many
+-- Every key of an identity, revoked or not: what the verification caches may hold.
+SELECT * FROM identity.api_keys WHERE identity_id = $1;
 
 -- name: SoftDeleteIdentity :one
 UPDATE identity.identities

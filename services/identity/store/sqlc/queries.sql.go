@@ -271,6 +271,32 @@ func (q *Queries) GetIdentity(ctx context.Context, arg GetIdentityParams) (Ident
 	return i, err
 }
 
+const getIdentityForUpdate = `-- name: GetIdentityForUpdate :one
+SELECT id, tenant_id, external_id, kind, role, roles, claims, is_active, password_hash, create_time, update_time, delete_time FROM identity.identities
+WHERE id = $1 AND delete_time IS NULL
+FOR UPDATE
+`
+
+func (q *Queries) GetIdentityForUpdate(ctx context.Context, id uuid.UUID) (IdentityIdentity, error) {
+	row := q.db.QueryRow(ctx, getIdentityForUpdate, id)
+	var i IdentityIdentity
+	err := row.Scan(
+		&i.ID,
+		&i.TenantID,
+		&i.ExternalID,
+		&i.Kind,
+		&i.Role,
+		&i.Roles,
+		&i.Claims,
+		&i.IsActive,
+		&i.PasswordHash,
+		&i.CreateTime,
+		&i.UpdateTime,
+		&i.DeleteTime,
+	)
+	return i, err
+}
+
 const getTenant = `-- name: GetTenant :one
 SELECT id, slug, name, settings, create_time, update_time FROM identity.tenants WHERE id = $1
 `
@@ -397,6 +423,48 @@ func (q *Queries) ListIdentities(ctx context.Context, arg ListIdentitiesParams) 
 	return items, nil
 }
 
+const listIdentityAPIKeys = `-- name: ListIdentityAPIKeys :many
+SELECT id, tenant_id, identity_id, name, environment, prefix, key_hash, scopes, create_time, expire_time, last_used_time, revoke_time, update_time, creator_identity_id, rerolled_from_id, revoke_reason FROM identity.api_keys WHERE identity_id = $1
+`
+
+// Every key of an identity, revoked or not: what the verification caches may hold.
+func (q *Queries) ListIdentityAPIKeys(ctx context.Context, identityID uuid.UUID) ([]IdentityApiKey, error) {
+	rows, err := q.db.Query(ctx, listIdentityAPIKeys, identityID)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var items []IdentityApiKey
+	for rows.Next() {
+		var i IdentityApiKey
+		if err := rows.Scan(
+			&i.ID,
+			&i.TenantID,
+			&i.IdentityID,
+			&i.Name,
+			&i.Environment,
+			&i.Prefix,
+			&i.KeyHash,
+			&i.Scopes,
+			&i.CreateTime,
+			&i.ExpireTime,
+			&i.LastUsedTime,
+			&i.RevokeTime,
+			&i.UpdateTime,
+			&i.CreatorIdentityID,
+			&i.RerolledFromID,
+			&i.RevokeReason,
+		); err != nil {
+			return nil, err
+		}
+		items = append(items, i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
 const listTenants = `-- name: ListTenants :many
 SELECT id, slug, name, settings, create_time, update_time FROM identity.tenants
 WHERE $1::uuid IS NULL OR id > $1::uuid
@@ -434,6 +502,32 @@ func (q *Queries) ListTenants(ctx context.Context, arg ListTenantsParams) ([]Ide
 		return nil, err
 	}
 	return items, nil
+}
+
+const lockIdentity = `-- name: LockIdentity :one
+SELECT id, tenant_id, external_id, kind, role, roles, claims, is_active, password_hash, create_time, update_time, delete_time FROM identity.identities WHERE id = $1 FOR UPDATE
+`
+
+// Locks an identity, deleted or not, against concurrent changes and against new
+// sessions and keys (their inserts wait on the row).
+func (q *Queries) LockIdentity(ctx context.Context, id uuid.UUID) (IdentityIdentity, error) {
+	row := q.db.QueryRow(ctx, lockIdentity, id)
+	var i IdentityIdentity
+	err := row.Scan(
+		&i.ID,
+		&i.TenantID,
+		&i.ExternalID,
+		&i.Kind,
+		&i.Role,
+		&i.Roles,
+		&i.Claims,
+		&i.IsActive,
+		&i.PasswordHash,
+		&i.CreateTime,
+		&i.UpdateTime,
+		&i.DeleteTime,
+	)
+	return i, err
 }
 
 const saveIdempotentResponse = `-- name: SaveIdempotentResponse :exec
@@ -510,28 +604,51 @@ func (q *Queries) TouchAPIKey(ctx context.Context, id uuid.UUID) error {
 
 const updateIdentity = `-- name: UpdateIdentity :one
 UPDATE identity.identities
-SET external_id = $2, role = $3, roles = $4, claims = $5, is_active = $6, update_time = now()
-WHERE id = $1 AND delete_time IS NULL
+SET external_id = CASE WHEN $1::boolean THEN $2::text ELSE external_id END,
+    role = CASE WHEN $3::boolean THEN $4::text ELSE role END,
+    roles = CASE WHEN $5::boolean THEN $6::text[] ELSE roles END,
+    claims = CASE
+      WHEN NOT $7::boolean THEN claims
+      WHEN $8::boolean THEN $9::jsonb
+      ELSE claims || $9::jsonb
+    END,
+    is_active = CASE WHEN $10::boolean THEN $11::boolean ELSE is_active END,
+    update_time = now()
+WHERE id = $12 AND delete_time IS NULL
 RETURNING id, tenant_id, external_id, kind, role, roles, claims, is_active, password_hash, create_time, update_time, delete_time
 `
 
 type UpdateIdentityParams struct {
-	ID         uuid.UUID
-	ExternalID string
-	Role       string
-	Roles      []string
-	Claims     []byte
-	IsActive   bool
+	SetExternalID bool
+	ExternalID    string
+	SetRole       bool
+	Role          string
+	SetRoles      bool
+	Roles         []string
+	SetClaims     bool
+	ReplaceClaims bool
+	Claims        []byte
+	SetIsActive   bool
+	IsActive      bool
+	ID            uuid.UUID
 }
 
+// Changes the fields whose set_* flag is true. Claims are merged into the stored
+// ones (top-level keys, jsonb ||) unless replace_claims.
 func (q *Queries) UpdateIdentity(ctx context.Context, arg UpdateIdentityParams) (IdentityIdentity, error) {
 	row := q.db.QueryRow(ctx, updateIdentity,
-		arg.ID,
+		arg.SetExternalID,
 		arg.ExternalID,
+		arg.SetRole,
 		arg.Role,
+		arg.SetRoles,
 		arg.Roles,
+		arg.SetClaims,
+		arg.ReplaceClaims,
 		arg.Claims,
+		arg.SetIsActive,
 		arg.IsActive,
+		arg.ID,
 	)
 	var i IdentityIdentity
 	err := row.Scan(
