@@ -161,6 +161,9 @@ func BenchmarkSearch(b *testing.B) {
 	defer rawPool.Close()
 
 	for _, sc := range scenarios {
+		if os.Getenv("MEMORY_BENCH_EXPLAIN") != "" {
+			explainRaw(b, rawPool, tb.tenantA.String(), ef, sc.name, func() (string, []any) { return sc.raw(qs[0], 0) })
+		}
 		// Service, through gRPC.
 		got := make([][]string, queries)
 		svcLat := measure(queries, 8, func(i int) {
@@ -183,7 +186,8 @@ func BenchmarkSearch(b *testing.B) {
 			}
 			defer func() { _ = tx.Rollback(ctx) }()
 			if _, err := tx.Exec(ctx, `SELECT set_config('manushya.tenant_id', $1, true), set_config('hnsw.iterative_scan', 'relaxed_order', true),
-set_config('hnsw.ef_search', $2, true), set_config('plan_cache_mode', 'force_custom_plan', true)`, tb.tenantA.String(), strconv.Itoa(ef)); err != nil {
+set_config('hnsw.ef_search', $2, true), set_config('plan_cache_mode', 'force_custom_plan', true),
+set_config('jit', 'off', true)`, tb.tenantA.String(), strconv.Itoa(ef)); err != nil {
 				b.Error(err)
 				return
 			}
@@ -313,4 +317,27 @@ func (g *textGen) sentence() string {
 		words[i] = g.vocab[g.zipf.Uint64()]
 	}
 	return strings.Join(words, " ")
+}
+
+// explainRaw logs EXPLAIN (ANALYZE, BUFFERS) of one raw statement, run with the
+// settings of a search transaction (MEMORY_BENCH_EXPLAIN=1).
+func explainRaw(b *testing.B, pool *pgxpool.Pool, tenant string, ef int, name string, build func() (string, []any)) {
+	ctx := context.Background()
+	sql, args := build()
+	tx, err := pool.Begin(ctx)
+	require.NoError(b, err)
+	defer func() { _ = tx.Rollback(ctx) }()
+	_, err = tx.Exec(ctx, `SELECT set_config('manushya.tenant_id', $1, true), set_config('hnsw.iterative_scan', 'relaxed_order', true),
+set_config('hnsw.ef_search', $2, true), set_config('plan_cache_mode', 'force_custom_plan', true), set_config('jit', 'off', true)`, tenant, strconv.Itoa(ef))
+	require.NoError(b, err)
+	rows, err := tx.Query(ctx, "EXPLAIN (ANALYZE, BUFFERS) "+sql, args...)
+	require.NoError(b, err)
+	var plan []string
+	for rows.Next() {
+		var line string
+		require.NoError(b, rows.Scan(&line))
+		plan = append(plan, line)
+	}
+	rows.Close()
+	fmt.Fprintf(os.Stderr, "%s plan:\n%s\n", name, vectorLiteral.ReplaceAllString(strings.Join(plan, "\n"), "'[…]'"))
 }

@@ -11,6 +11,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/pgvector/pgvector-go"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/manushya-ai/manushya/pkg/auth"
 	"github.com/manushya-ai/manushya/pkg/bus"
@@ -212,13 +213,17 @@ func (w *embedWorker) embed(ctx context.Context, tenant uuid.UUID, ids []uuid.UU
 			return err
 		}
 	}
+	// Chunks are embedded and stored concurrently: most of a chunk's time is
+	// PostgreSQL inserting its vectors into the HNSW index, which runs on
+	// several cores at once.
 	n := w.svc.cfg.EmbedBatchSize
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(w.svc.cfg.EmbedConcurrency)
 	for start := 0; start < len(todo); start += n {
-		if err := w.embedChunk(ctx, tenant, todo[start:min(start+n, len(todo))]); err != nil {
-			return err
-		}
+		chunk := todo[start:min(start+n, len(todo))]
+		g.Go(func() error { return w.embedChunk(gctx, tenant, chunk) })
 	}
-	return nil
+	return g.Wait()
 }
 
 func (w *embedWorker) embedChunk(ctx context.Context, tenant uuid.UUID, chunk []pendingText) error {

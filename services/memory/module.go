@@ -33,6 +33,9 @@ type Config struct {
 	WaitLimit time.Duration
 	// EmbedBatchSize is the most texts per Embed call (default 64).
 	EmbedBatchSize int
+	// EmbedConcurrency is how many batches the embedder embeds and stores at
+	// once (default 4).
+	EmbedConcurrency int
 	// SweepInterval is how often the embedding and TTL sweepers look for due work
 	// (default 5s).
 	SweepInterval time.Duration
@@ -57,6 +60,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.EmbedBatchSize <= 0 {
 		c.EmbedBatchSize = 64
+	}
+	if c.EmbedConcurrency <= 0 {
+		c.EmbedConcurrency = 4
 	}
 	if c.SweepInterval <= 0 {
 		c.SweepInterval = 5 * time.Second

@@ -192,18 +192,20 @@ func mapErr(err error) error {
 // pgvector settings of a search, set in the same round trip as the tenant:
 // iterative HNSW scans (so filtered searches still fill their limit), the given
 // ef_search, and custom plans (a generic plan of a cached statement cannot see
-// the filter values and picks bad plans for vector queries).
+// the filter values and picks bad plans for vector queries) and no JIT (vector
+// plans carry high cost estimates, and compiling them costs more than they run).
 func (s *Store) InSearch(ctx context.Context, tenantID uuid.UUID, efSearch int, fn func(*Tx) error) error {
-	tx, err := s.pool.BeginTx(ctx, pgx.TxOptions{AccessMode: pgx.ReadOnly})
+	// The settings travel with BEGIN in one simple-protocol round trip. Both
+	// values are rendered from typed values (a parsed UUID, an int), never from
+	// caller text.
+	begin := fmt.Sprintf(`BEGIN READ ONLY; SELECT set_config('%s', '%s', true), set_config('hnsw.iterative_scan', 'relaxed_order', true),
+set_config('hnsw.ef_search', '%d', true), set_config('plan_cache_mode', 'force_custom_plan', true),
+set_config('jit', 'off', true)`, postgres.TenantSetting, tenantID.String(), efSearch)
+	tx, err := s.pool.BeginTx(ctx, pgx.TxOptions{BeginQuery: begin})
 	if err != nil {
 		return fmt.Errorf("begin search: %w", err)
 	}
 	defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }()
-	if _, err := tx.Exec(ctx, `SELECT set_config($1, $2, true), set_config('hnsw.iterative_scan', 'relaxed_order', true),
-set_config('hnsw.ef_search', $3, true), set_config('plan_cache_mode', 'force_custom_plan', true)`,
-		postgres.TenantSetting, tenantID.String(), fmt.Sprint(efSearch)); err != nil {
-		return fmt.Errorf("search settings: %w", err)
-	}
 	if err := fn(&Tx{Queries: sqlc.New(tx), Tx: tx}); err != nil {
 		return mapErr(err)
 	}
