@@ -72,6 +72,9 @@ type keyring struct {
 
 	reloadMu   sync.Mutex
 	lastReload time.Time
+	// unopenable remembers keys already reported as sealed under another key, so a
+	// reload every 30 s does not repeat the same error.
+	unopenable sync.Map
 }
 
 func newKeyring(st *store.Store, sealer Sealer, rotateEvery time.Duration, logger *slog.Logger) *keyring {
@@ -110,11 +113,21 @@ func (k *keyring) ensure(ctx context.Context, force bool) error {
 				break
 			}
 		}
-		if !force && live != nil && time.Since(live.ActivateTime) < k.rotateEvery {
+		// A live key this process cannot open (sealed under another key-encryption
+		// key, e.g. a development database shared by checkouts with different
+		// peppers) cannot sign here: make one that can, active at once.
+		usable := live != nil
+		if usable {
+			if _, err := k.sealer.Open(live.PrivateKey, []byte(live.Kid)); err != nil {
+				usable = false
+				k.logger.WarnContext(ctx, "live signing key is sealed under another key; creating one this process can use", "kid", live.Kid)
+			}
+		}
+		if !force && usable && time.Since(live.ActivateTime) < k.rotateEvery {
 			return nil
 		}
 		activate := time.Now()
-		if live != nil {
+		if usable {
 			activate = activate.Add(k.prepublish)
 		}
 		pub, priv, err := ed25519.GenerateKey(rand.Reader)
@@ -168,7 +181,9 @@ func (k *keyring) load(ctx context.Context) error {
 			seed, err := k.sealer.Open(r.PrivateKey, []byte(r.Kid))
 			if err != nil || len(seed) != ed25519.SeedSize {
 				// A key sealed under another key-encryption key: it can still verify.
-				k.logger.ErrorContext(ctx, "signing key cannot be opened; check auth.token_encryption_key", "kid", r.Kid)
+				if _, seen := k.unopenable.LoadOrStore(r.Kid, true); !seen {
+					k.logger.ErrorContext(ctx, "signing key cannot be opened; check auth.encryption_key (or the pepper it derives from)", "kid", r.Kid)
+				}
 			} else {
 				sk.priv = ed25519.NewKeyFromSeed(seed)
 				signers = append(signers, sk)
