@@ -30,10 +30,12 @@ type remoteEntry struct {
 	expires time.Time
 }
 
-// NewRemote returns an authenticator backed by client; ttl <= 0 means 2 seconds.
+// NewRemote returns an authenticator backed by client; ttl <= 0 means one second,
+// the longest a revoked API key may still pass in a process without the identity
+// service.
 func NewRemote(client identityv1.CredentialServiceClient, ttl time.Duration) *Remote {
 	if ttl <= 0 {
-		ttl = 2 * time.Second
+		ttl = time.Second
 	}
 	return &Remote{client: client, ttl: ttl, cache: map[[32]byte]remoteEntry{}}
 }
