@@ -13,6 +13,8 @@ import (
 	"encoding/json"
 	"fmt"
 
+	"github.com/google/uuid"
+
 	"github.com/manushya-ai/manushya/pkg/apierr"
 	errorsv1 "github.com/manushya-ai/manushya/pkg/pb/manushya/errors/v1"
 )
@@ -75,4 +77,18 @@ func Decode(pageToken, fingerprint string) (string, error) {
 func invalid(why string) error {
 	return apierr.InvalidArgumentReason(errorsv1.ErrorReason_ERROR_REASON_INVALID_PAGE_TOKEN,
 		apierr.Violation{Field: "page_token", Description: fmt.Sprintf("page_token %s", why)})
+}
+
+// DecodeUUID is Decode for lists whose cursor is a row id: nil for the first page,
+// and a token whose cursor is not a UUID is refused like any foreign token.
+func DecodeUUID(pageToken, fingerprint string) (*uuid.UUID, error) {
+	cursor, err := Decode(pageToken, fingerprint)
+	if err != nil || cursor == "" {
+		return nil, err
+	}
+	id, err := uuid.Parse(cursor)
+	if err != nil {
+		return nil, invalid("is not a token this server issued")
+	}
+	return &id, nil
 }

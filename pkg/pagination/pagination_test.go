@@ -50,3 +50,19 @@ func FuzzDecode(f *testing.F) {
 		}
 	})
 }
+
+func TestDecodeUUID(t *testing.T) {
+	t.Parallel()
+	fp := Fingerprint("rows")
+	id, err := DecodeUUID("", fp)
+	require.NoError(t, err)
+	require.Nil(t, id, "the first page has no cursor")
+
+	want := "01a21409-cd96-736d-b0b6-c852e218836f"
+	id, err = DecodeUUID(Encode(want, fp), fp)
+	require.NoError(t, err)
+	require.Equal(t, want, id.String())
+
+	_, err = DecodeUUID(Encode("not-a-uuid", fp), fp)
+	require.Equal(t, errorsv1.ErrorReason_ERROR_REASON_INVALID_PAGE_TOKEN, apierr.ReasonOf(err))
+}

@@ -204,17 +204,11 @@ func (s *apiKeyServer) ListApiKeys(ctx context.Context, req *identityv1.ListApiK
 		params.Environment = &env
 	}
 	fp := pagination.Fingerprint("api_keys", params.IdentityID, params.Environment, params.IncludeRevoked)
-	cursor, err := pagination.Decode(req.GetPageToken(), fp)
+	cursor, err := pagination.DecodeUUID(req.GetPageToken(), fp)
 	if err != nil {
 		return nil, err
 	}
-	if cursor != "" {
-		before, err := uuid.Parse(cursor)
-		if err != nil {
-			return nil, apierr.Field("page_token", "is not a token this server issued")
-		}
-		params.BeforeID = &before
-	}
+	params.BeforeID = cursor
 	var rows []sqlc.IdentityApiKey
 	err = s.svc.store.InTenant(ctx, tenant, func(tx *store.Tx) error {
 		rows, err = tx.ListAPIKeys(ctx, params)

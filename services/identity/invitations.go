@@ -301,17 +301,11 @@ func (s *invitationServer) ListInvitations(ctx context.Context, req *identityv1.
 		params.State = &st
 	}
 	fp := pagination.Fingerprint("invitations", params.Email, params.State)
-	cursor, err := pagination.Decode(req.GetPageToken(), fp)
+	cursor, err := pagination.DecodeUUID(req.GetPageToken(), fp)
 	if err != nil {
 		return nil, err
 	}
-	if cursor != "" {
-		before, err := uuid.Parse(cursor)
-		if err != nil {
-			return nil, apierr.Field("page_token", "is not a token this server issued")
-		}
-		params.BeforeID = &before
-	}
+	params.BeforeID = cursor
 	var rows []sqlc.IdentityInvitation
 	err = s.svc.store.InTenant(ctx, tenant, func(tx *store.Tx) error {
 		rows, err = tx.ListInvitations(ctx, params)

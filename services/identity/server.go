@@ -51,18 +51,11 @@ func (s *tenantServer) GetTenant(ctx context.Context, req *identityv1.GetTenantR
 
 func (s *tenantServer) ListTenants(ctx context.Context, req *identityv1.ListTenantsRequest) (*identityv1.ListTenantsResponse, error) {
 	fp := pagination.Fingerprint("tenants")
-	cursor, err := pagination.Decode(req.GetPageToken(), fp)
+	after, err := pagination.DecodeUUID(req.GetPageToken(), fp)
 	if err != nil {
 		return nil, err
 	}
-	params := sqlc.ListTenantsParams{PageLimit: pagination.Size(req.GetPageSize()) + 1}
-	if cursor != "" {
-		after, err := uuid.Parse(cursor)
-		if err != nil {
-			return nil, apierr.Field("page_token", "is not a token this server issued")
-		}
-		params.AfterID = &after
-	}
+	params := sqlc.ListTenantsParams{PageLimit: pagination.Size(req.GetPageSize()) + 1, AfterID: after}
 	rows, err := s.svc.store.Global().ListTenants(ctx, params)
 	if err != nil {
 		return nil, err
@@ -247,17 +240,11 @@ func (s *identityServer) ListIdentities(ctx context.Context, req *identityv1.Lis
 		params.CreatedBefore = &t
 	}
 	fp := pagination.Fingerprint("identities", params.Role, params.Kind, params.ExternalID, params.CreatedAfter, params.CreatedBefore, params.IncludeDeleted)
-	cursor, err := pagination.Decode(req.GetPageToken(), fp)
+	cursor, err := pagination.DecodeUUID(req.GetPageToken(), fp)
 	if err != nil {
 		return nil, err
 	}
-	if cursor != "" {
-		before, err := uuid.Parse(cursor)
-		if err != nil {
-			return nil, apierr.Field("page_token", "is not a token this server issued")
-		}
-		params.BeforeID = &before
-	}
+	params.BeforeID = cursor
 	var rows []sqlc.IdentityIdentity
 	err = s.svc.store.InTenant(ctx, tenant, func(tx *store.Tx) error {
 		rows, err = tx.ListIdentities(ctx, params)

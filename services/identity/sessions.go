@@ -271,17 +271,11 @@ func (s *sessionServer) ListSessions(ctx context.Context, req *identityv1.ListSe
 		params.IdentityID = &id
 	}
 	fp := pagination.Fingerprint("sessions", params.IdentityID, params.IncludeRevoked)
-	cursor, err := pagination.Decode(req.GetPageToken(), fp)
+	cursor, err := pagination.DecodeUUID(req.GetPageToken(), fp)
 	if err != nil {
 		return nil, err
 	}
-	if cursor != "" {
-		before, err := uuid.Parse(cursor)
-		if err != nil {
-			return nil, apierr.Field("page_token", "is not a token this server issued")
-		}
-		params.BeforeID = &before
-	}
+	params.BeforeID = cursor
 	var rows []sqlc.IdentitySession
 	err = s.svc.store.InTenant(ctx, tenant, func(tx *store.Tx) error {
 		rows, err = tx.ListSessions(ctx, params)

@@ -247,17 +247,11 @@ func (s *rateLimitServer) ListRateLimits(ctx context.Context, req *adminv1.ListR
 		params.Scope = optional(ratelimit.Scope(req.GetScope()).String())
 	}
 	fp := pagination.Fingerprint("rate-limits", tenant, params.IncludeGlobals, params.Scope, params.Subject, params.RouteGroup)
-	cursor, err := pagination.Decode(req.GetPageToken(), fp)
+	cursor, err := pagination.DecodeUUID(req.GetPageToken(), fp)
 	if err != nil {
 		return nil, err
 	}
-	if cursor != "" {
-		after, err := uuid.Parse(cursor)
-		if err != nil {
-			return nil, apierr.Field("page_token", "is not a token this server issued")
-		}
-		params.AfterID = &after
-	}
+	params.AfterID = cursor
 	var rows []sqlc.UsageRateLimit
 	err = s.svc.limitTx(ctx, p, tenant, false, func(tx *store.Tx) error {
 		rows, err = tx.ListRateLimits(ctx, params)
