@@ -26,7 +26,14 @@ func TestCollectGarbageDropsOnlyOldDatabases(t *testing.T) {
 	freshClone := clonePrefix + "gc" + randomHex(6)
 	oldTemplate := templatePrefix + randomHex(8)
 	for name, comment := range map[string]string{oldClone: old, freshClone: fresh, oldTemplate: old} {
-		_, err := conn.Exec(ctx, "CREATE DATABASE "+ident(name))
+		// The template is made a template as it is created: once its "old" comment
+		// is set, another test process's collector may drop it at any moment, so
+		// nothing may touch it after the comment.
+		create := "CREATE DATABASE " + ident(name)
+		if name == oldTemplate {
+			create += " IS_TEMPLATE true ALLOW_CONNECTIONS false"
+		}
+		_, err := conn.Exec(ctx, create)
 		require.NoError(t, err)
 		t.Cleanup(func() {
 			cctx, cancel := context.WithTimeout(context.Background(), cleanupTimeout)
@@ -36,9 +43,6 @@ func TestCollectGarbageDropsOnlyOldDatabases(t *testing.T) {
 		_, err = conn.Exec(ctx, "COMMENT ON DATABASE "+ident(name)+" IS "+literal(comment))
 		require.NoError(t, err)
 	}
-	_, err = conn.Exec(ctx, "ALTER DATABASE "+ident(oldTemplate)+" WITH IS_TEMPLATE true ALLOW_CONNECTIONS false")
-	require.NoError(t, err)
-
 	collectGarbage(ctx, t, conn)
 
 	for name, want := range map[string]bool{oldClone: false, freshClone: true, oldTemplate: false} {
