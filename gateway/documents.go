@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
@@ -33,16 +34,16 @@ const docsCSP = "default-src 'none'; script-src 'self'; style-src 'self'; connec
 	"img-src 'self' data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
 
 // wellKnownSource produces a /.well-known document; it calls the identity
-// service with the request's context.
-type wellKnownSource func(ctx context.Context) ([]byte, error)
+// service with the request's context. r is the request being answered, for
+// documents that name URLs of this server.
+type wellKnownSource func(ctx context.Context, r *http.Request) ([]byte, error)
 
 // identityDocuments returns the sources of /.well-known/jwks.json and
-// /.well-known/openid-configuration. The keys come from AuthService.GetJwks. No
-// RPC describes the issuer yet, so the OpenID configuration is nil and answers 503
-// UNAVAILABLE; when one exists, return a source for it here.
+// /.well-known/openid-configuration, from AuthService.GetJwks and
+// AuthService.GetOpenIdConfiguration.
 func identityDocuments(cc grpc.ClientConnInterface) (jwks, openIDConfig wellKnownSource) {
 	auth := identityv1.NewAuthServiceClient(cc)
-	jwks = func(ctx context.Context) ([]byte, error) {
+	jwks = func(ctx context.Context, _ *http.Request) ([]byte, error) {
 		resp, err := auth.GetJwks(ctx, &identityv1.GetJwksRequest{})
 		if err != nil {
 			return nil, err
@@ -53,7 +54,44 @@ func identityDocuments(cc grpc.ClientConnInterface) (jwks, openIDConfig wellKnow
 		}
 		return jwksJSON(keys)
 	}
-	return jwks, nil
+	openIDConfig = func(ctx context.Context, r *http.Request) ([]byte, error) {
+		resp, err := auth.GetOpenIdConfiguration(ctx, &identityv1.GetOpenIdConfigurationRequest{})
+		if err != nil {
+			return nil, err
+		}
+		return openIDConfigJSON(resp, requestOrigin(r))
+	}
+	return jwks, openIDConfig
+}
+
+// openIDConfigJSON renders the discovery document. The identity service gives
+// paths instead of URLs when its issuer name is not a URL; discovery clients need
+// absolute URLs, so those are resolved against origin, the address this request
+// reached. Empty lists are kept: response_types_supported is required even when
+// it is empty.
+func openIDConfigJSON(resp *identityv1.GetOpenIdConfigurationResponse, origin string) ([]byte, error) {
+	doc := proto.CloneOf(resp)
+	for _, u := range []*string{&doc.JwksUri, &doc.LoginEndpoint, &doc.RefreshEndpoint} {
+		if strings.HasPrefix(*u, "/") {
+			*u = origin + *u
+		}
+	}
+	b, err := protojson.MarshalOptions{UseProtoNames: true, EmitUnpopulated: true}.Marshal(doc)
+	if err != nil {
+		return nil, fmt.Errorf("marshal openid configuration: %w", err)
+	}
+	return b, nil
+}
+
+// requestOrigin is the scheme and host the client used. Only the Host header is
+// trusted, not X-Forwarded-*: the document is cacheable, and caches key on the
+// host. Behind a TLS-terminating proxy, set auth.token_issuer to the public URL.
+func requestOrigin(r *http.Request) string {
+	scheme := "http"
+	if r.TLS != nil {
+		scheme = "https"
+	}
+	return scheme + "://" + r.Host
 }
 
 // jwksJSON renders keys (JWK messages whose proto field names are the JWK member
@@ -153,7 +191,7 @@ func (g *Gateway) serveWellKnown(src wellKnownSource, unavailable string) runtim
 			g.handleError(r.Context(), g.mux, g.marshaler, w, r, err)
 			return
 		}
-		body, err := src(ctx)
+		body, err := src(ctx, r)
 		if err != nil {
 			g.handleError(ctx, g.mux, g.marshaler, w, r, err)
 			return

@@ -710,9 +710,24 @@ func TestWellKnown(t *testing.T) {
 		{"kty":"EC","crv":"P-256","x":"f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU","y":"x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0","kid":"k1","alg":"ES256","use":"sig"}
 	]}`, string(body))
 
+	// Paths from the identity service become URLs of the address the client used;
+	// absolute URLs stay as they are; empty lists are kept.
 	resp, body = send(t, http.MethodGet, url+"/.well-known/openid-configuration", nil, nil)
-	require.Equal(t, http.StatusServiceUnavailable, resp.StatusCode)
-	require.Equal(t, "ERROR_REASON_UNAVAILABLE", parseError(t, body).reason())
+	require.Equal(t, http.StatusOK, resp.StatusCode, string(body))
+	require.Equal(t, "application/json", resp.Header.Get("Content-Type"))
+	require.JSONEq(t, `{"issuer":"manushya","jwks_uri":"`+url+`/.well-known/jwks.json",
+		"id_token_signing_alg_values_supported":["EdDSA"],"subject_types_supported":["public"],
+		"response_types_supported":[],"claims_supported":["iss","sub"],
+		"login_endpoint":"`+url+`/v1/auth/login","refresh_endpoint":"https://auth.example.com/v1/sessions/refresh"}`, string(body))
+}
+
+func (fakeAuth) GetOpenIdConfiguration(context.Context, *identityv1.GetOpenIdConfigurationRequest) (*identityv1.GetOpenIdConfigurationResponse, error) { //nolint:revive // the generated interface names it
+	return &identityv1.GetOpenIdConfigurationResponse{
+		Issuer: "manushya", JwksUri: "/.well-known/jwks.json",
+		IdTokenSigningAlgValuesSupported: []string{"EdDSA"}, SubjectTypesSupported: []string{"public"},
+		ClaimsSupported: []string{"iss", "sub"}, LoginEndpoint: "/v1/auth/login",
+		RefreshEndpoint: "https://auth.example.com/v1/sessions/refresh",
+	}, nil
 }
 
 func TestWellKnownUpstreamErrors(t *testing.T) {

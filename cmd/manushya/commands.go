@@ -28,6 +28,7 @@ commands:
   migrate      apply database migrations (as the schema owner)
   healthcheck  exit 0 when the server at http.addr answers /healthz
   admin        operator commands: "admin bootstrap --slug=<tenant>"
+  memory       memory operations: "memory reembed --tenant=<uuid> --model=<name>"
   version      print the version
 
 Run "manushya <command> -help" for the flags.
@@ -57,6 +58,8 @@ func run(ctx context.Context, args []string) error {
 		return healthcheck(ctx, rest)
 	case "admin":
 		return admin(ctx, rest)
+	case "memory":
+		return memoryCmd(ctx, rest)
 	case "version":
 		fmt.Println(version)
 		return nil

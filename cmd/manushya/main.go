@@ -19,9 +19,12 @@ import (
 	"syscall"
 
 	"github.com/spf13/pflag"
+
+	"github.com/manushya-ai/manushya/pkg/telemetry"
 )
 
 func main() {
+	telemetry.TuneGC()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	err := run(ctx, os.Args[1:])
 	stop()

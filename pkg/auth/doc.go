@@ -12,7 +12,10 @@
 // verify), issuer, audience, expiry, not-before and lifetime, then the session
 // against Revocations. Keys come from a KeySource: the identity service's own
 // keyring, or JWKSKeys, which fetches AuthService.GetJwks. Revocations follows
-// session.revoked events on the bus (replaying the last token lifetime first), so a
-// revoked session's tokens are refused by every process about as fast as the event
-// travels. Split sends bearer JWTs to such a verifier and API keys elsewhere.
+// session.revoked and identity.tokens_revoked events on the bus (replaying the last
+// token lifetime first), so a revoked session's tokens, and an identity's tokens
+// from before a role was taken away (their "gen" claim is below its floor), are
+// refused by every process about as fast as the event travels. MFA-enrollment
+// tokens (their own audience) pass only for MFAEnrollmentMethods. Split sends
+// bearer JWTs to such a verifier and API keys elsewhere.
 package auth

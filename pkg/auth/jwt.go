@@ -6,11 +6,13 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
+	"google.golang.org/grpc"
 
 	"github.com/manushya-ai/manushya/pkg/apierr"
 	errorsv1 "github.com/manushya-ai/manushya/pkg/pb/manushya/errors/v1"
@@ -37,6 +39,26 @@ type AccessClaims struct {
 	Scope      string   `json:"scope,omitempty"`
 	ExternalID string   `json:"ext,omitempty"`
 	Kind       string   `json:"kind,omitempty"`
+	// Generation is the identity's token generation when the token was signed;
+	// taking a role away raises it, refusing every older token (Revocations).
+	Generation int64 `json:"gen,omitempty"`
+}
+
+// MFAEnrollmentAudience is the audience of the restricted access tokens that a
+// sign-in gets when the tenant requires MFA and the identity has none yet. Being
+// another audience, they fail every verifier that expects the real one (a standard
+// JWT library included); JWTVerifier accepts them only for MFAEnrollmentMethods.
+func MFAEnrollmentAudience(audience string) string { return audience + "#mfa-enrollment" }
+
+// MFAEnrollmentScopes are the permissions of an MFA-enrollment token; they are
+// its scopes, so authorization narrows to them as well.
+var MFAEnrollmentScopes = []string{"auth.mfa_setup", "auth.mfa_verify", "auth.logout"}
+
+// MFAEnrollmentMethods are the only RPCs an MFA-enrollment token may call.
+var MFAEnrollmentMethods = []string{
+	"/manushya.identity.v1.AuthService/SetupMfa",
+	"/manushya.identity.v1.AuthService/VerifyMfa",
+	"/manushya.identity.v1.AuthService/Logout",
 }
 
 // Principal is the caller the claims describe.
@@ -91,9 +113,10 @@ type JWTVerifier struct {
 }
 
 type verified struct {
-	p         *Principal
-	notBefore time.Time
-	expires   time.Time
+	p          *Principal
+	notBefore  time.Time
+	expires    time.Time
+	generation int64
 }
 
 // NewJWTVerifier returns a verifier; Keys, Issuer and Audience are required.
@@ -112,7 +135,8 @@ func NewJWTVerifier(cfg JWTVerifierConfig) (*JWTVerifier, error) {
 		parser: jwt.NewParser(
 			jwt.WithValidMethods([]string{AccessTokenAlg}),
 			jwt.WithIssuer(cfg.Issuer),
-			jwt.WithAudience(cfg.Audience),
+			// Either audience passes the parser; Verify tells them apart.
+			jwt.WithAudience(cfg.Audience, MFAEnrollmentAudience(cfg.Audience)),
 			jwt.WithExpirationRequired(),
 			jwt.WithIssuedAt(),
 			jwt.WithLeeway(clockLeeway),
@@ -149,7 +173,10 @@ func (v *JWTVerifier) Verify(ctx context.Context, token string) (*Principal, err
 			if now.Add(clockLeeway).Before(e.notBefore) {
 				return nil, errUnknownCredential()
 			}
-			if err := v.checkRevoked(e.p.SessionID); err != nil {
+			if err := v.checkRevoked(e.p, e.generation); err != nil {
+				return nil, err
+			}
+			if err := checkEnrollment(ctx, e.p); err != nil {
 				return nil, err
 			}
 			return e.p, nil
@@ -174,12 +201,19 @@ func (v *JWTVerifier) Verify(ctx context.Context, token string) (*Principal, err
 		claims.IssuedAt == nil || claims.ExpiresAt.Sub(claims.IssuedAt.Time) > MaxAccessTokenTTL {
 		return nil, errUnknownCredential()
 	}
-	if err := v.checkRevoked(claims.SessionID); err != nil {
+	if err := v.checkRevoked(&Principal{IdentityID: claims.Subject, SessionID: claims.SessionID}, claims.Generation); err != nil {
 		return nil, err
 	}
 	p := claims.Principal()
+	if slices.Contains(claims.Audience, MFAEnrollmentAudience(v.cfg.Audience)) {
+		p.MFAEnrollmentOnly = true
+		p.Scopes = slices.Clone(MFAEnrollmentScopes)
+	}
+	if err := checkEnrollment(ctx, p); err != nil {
+		return nil, err
+	}
 	if v.cfg.CacheSize > 0 {
-		e := verified{p: p, expires: claims.ExpiresAt.Time}
+		e := verified{p: p, expires: claims.ExpiresAt.Time, generation: claims.Generation}
 		if claims.NotBefore != nil {
 			e.notBefore = claims.NotBefore.Time
 		}
@@ -200,11 +234,35 @@ func (v *JWTVerifier) Verify(ctx context.Context, token string) (*Principal, err
 	return p, nil
 }
 
-func (v *JWTVerifier) checkRevoked(sid string) error {
-	if v.cfg.Revoked != nil && v.cfg.Revoked.IsRevoked(sid) {
+// checkRevoked refuses tokens of revoked sessions and of token generations that a
+// role change retired. The latter say "expired": the session lives on, and a
+// refresh gets a token with the identity's current roles.
+func (v *JWTVerifier) checkRevoked(p *Principal, generation int64) error {
+	if v.cfg.Revoked == nil {
+		return nil
+	}
+	if v.cfg.Revoked.IsRevoked(p.SessionID) {
 		return apierr.Unauthenticated(errorsv1.ErrorReason_ERROR_REASON_CREDENTIALS_REVOKED, "the session of this token was revoked")
 	}
+	if v.cfg.Revoked.IsStale(p.IdentityID, generation) {
+		return apierr.Unauthenticated(errorsv1.ErrorReason_ERROR_REASON_CREDENTIALS_EXPIRED,
+			"the identity's roles changed after this token was issued; refresh the session for a new one")
+	}
 	return nil
+}
+
+// checkEnrollment keeps an MFA-enrollment token to the methods that set up a
+// second factor. The method comes from the gRPC server's context, so this holds
+// in every service whatever its tenant's policies say.
+func checkEnrollment(ctx context.Context, p *Principal) error {
+	if !p.MFAEnrollmentOnly {
+		return nil
+	}
+	if m, ok := grpc.Method(ctx); ok && slices.Contains(MFAEnrollmentMethods, m) {
+		return nil
+	}
+	return apierr.Unauthenticated(errorsv1.ErrorReason_ERROR_REASON_MFA_REQUIRED,
+		"the tenant requires a second factor: this token only sets one up (/v1/auth/mfa/setup, then /v1/auth/mfa/verify); sign in again after that")
 }
 
 // jwtError maps a parse failure to a reason that says what kind of failure it was

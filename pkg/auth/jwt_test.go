@@ -258,3 +258,59 @@ func BenchmarkJWTVerify(b *testing.B) {
 		}
 	})
 }
+
+// A raised token generation refuses the identity's older tokens, cached or not, and
+// says "expired" (a refresh fixes it); other identities and newer tokens pass.
+func TestJWTVerifyTokenGeneration(t *testing.T) {
+	t.Parallel()
+	f := newJWTFixture(t)
+	ctx := context.Background()
+	old := f.sign(t, claims(func(c *auth.AccessClaims) { c.Generation = 2 }))
+	cachedOld := f.sign(t, claims(func(c *auth.AccessClaims) { c.Generation = 2; c.ID = "jti-2" }))
+	_, err := f.v.Verify(ctx, cachedOld)
+	require.NoError(t, err)
+	other := f.sign(t, claims(func(c *auth.AccessClaims) { c.Subject = "0190a2b4-0000-7000-8000-000000000002" }))
+
+	f.revoked.RaiseGeneration("0190a2b4-0000-7000-8000-000000000001", 3, time.Now().Add(time.Hour))
+	for _, tok := range []string{old, cachedOld} {
+		_, err = f.v.Verify(ctx, tok)
+		require.Equal(t, errorsv1.ErrorReason_ERROR_REASON_CREDENTIALS_EXPIRED, apierr.ReasonOf(err))
+	}
+	_, err = f.v.Verify(ctx, other)
+	require.NoError(t, err)
+	_, err = f.v.Verify(ctx, f.sign(t, claims(func(c *auth.AccessClaims) { c.Generation = 3; c.ID = "jti-3" })))
+	require.NoError(t, err)
+
+	// The same from an event on the bus, as other processes learn it.
+	r := auth.NewRevocations()
+	data, err := json.Marshal(auth.TokensRevoked("id-1", 4, time.Now()))
+	require.NoError(t, err)
+	ev, err := bus.NewEvent("0190a2b4-0000-7000-8000-0000000000aa", auth.TokensRevokedEvent, "manushya/identity", "id-1", json.RawMessage(data))
+	require.NoError(t, err)
+	require.NoError(t, r.Apply(ev))
+	require.True(t, r.IsStale("id-1", 3))
+	require.False(t, r.IsStale("id-1", 4))
+	require.False(t, r.IsStale("id-2", 0))
+}
+
+// An MFA-enrollment token (its own audience) carries only the enrollment scopes
+// and is refused outside the enrollment methods; no gRPC method means refused.
+func TestJWTVerifyMFAEnrollmentToken(t *testing.T) {
+	t.Parallel()
+	f := newJWTFixture(t)
+	tok := f.sign(t, claims(func(c *auth.AccessClaims) {
+		c.Audience = jwt.ClaimStrings{auth.MFAEnrollmentAudience("manushya")}
+		c.Scope = "write"
+	}))
+	for range 2 { // first sight, then from the cache
+		_, err := f.v.Verify(context.Background(), tok)
+		require.Equal(t, errorsv1.ErrorReason_ERROR_REASON_MFA_REQUIRED, apierr.ReasonOf(err))
+		require.Equal(t, codes.Unauthenticated, status.Code(err))
+	}
+	other, err := auth.NewJWTVerifier(auth.JWTVerifierConfig{
+		Keys: auth.KeySet{"k1": f.pub}, Issuer: "manushya", Audience: "another",
+	})
+	require.NoError(t, err)
+	_, err = other.Verify(context.Background(), tok)
+	require.Error(t, err)
+}

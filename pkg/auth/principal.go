@@ -35,6 +35,10 @@ type Principal struct {
 	Scopes    []string
 	APIKeyID  string
 	SessionID string
+	// MFAEnrollmentOnly marks the restricted token of a sign-in to a tenant that
+	// requires MFA, before the identity has set it up: it may only call
+	// MFAEnrollmentMethods.
+	MFAEnrollmentOnly bool
 }
 
 // HasRole reports whether the principal holds role.

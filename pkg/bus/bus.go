@@ -46,7 +46,10 @@ func DefaultStreamOptions() StreamOptions {
 }
 
 func (o StreamOptions) withDefaults() StreamOptions {
-	d := DefaultStreamOptions()
+	return o.withDefaultsFrom(DefaultStreamOptions())
+}
+
+func (o StreamOptions) withDefaultsFrom(d StreamOptions) StreamOptions {
 	if o.Name == "" {
 		o.Name = d.Name
 	}
@@ -72,6 +75,7 @@ type config struct {
 	logger   *slog.Logger
 	natsOpts []nats.Option
 	stream   StreamOptions
+	audit    StreamOptions
 }
 
 // WithLogger sets the logger for connection state changes (default slog.Default()).
@@ -97,7 +101,10 @@ type Bus struct {
 	JS   jetstream.JetStream
 
 	stream StreamOptions
-	closed chan struct{}
+	// audit is the audit stream (audit.go); auditPrefix its subjects' first token.
+	audit       StreamOptions
+	auditPrefix string
+	closed      chan struct{}
 }
 
 const (
@@ -119,6 +126,8 @@ func Connect(ctx context.Context, url string, name string, opts ...Option) (*Bus
 		o(&cfg)
 	}
 	cfg.stream = cfg.stream.withDefaults()
+	cfg.audit = cfg.audit.withDefaultsFrom(DefaultAuditStreamOptions())
+	auditPrefix, _, _ := strings.Cut(cfg.audit.Subjects[0], ".")
 	log := cfg.logger.With("nats_client", name)
 
 	no := nats.GetDefaultOptions()
@@ -207,7 +216,7 @@ func Connect(ctx context.Context, url string, name string, opts ...Option) (*Bus
 		nc.Close()
 		return nil, fmt.Errorf("jetstream context: %w", err)
 	}
-	return &Bus{Conn: nc, JS: js, stream: cfg.stream, closed: closed}, nil
+	return &Bus{Conn: nc, JS: js, stream: cfg.stream, audit: cfg.audit, auditPrefix: auditPrefix, closed: closed}, nil
 }
 
 // redact drops credentials from a server URL (or comma-separated list) so
@@ -267,6 +276,10 @@ func DefaultBackOff() []time.Duration {
 // with explicit acks, a bounded number of deliveries and a growing redelivery
 // backoff. filterSubjects are subject filters such as TypeFilter("memory.created").
 func (b *Bus) Consumer(ctx context.Context, durable string, filterSubjects []string, opts ...ConsumerOption) (jetstream.Consumer, error) {
+	return b.consumerOn(ctx, b.stream.Name, durable, filterSubjects, opts...)
+}
+
+func (b *Bus) consumerOn(ctx context.Context, stream, durable string, filterSubjects []string, opts ...ConsumerOption) (jetstream.Consumer, error) {
 	if durable == "" || strings.ContainsAny(durable, ".*> \t\r\n") {
 		return nil, fmt.Errorf("consumer name %q: must be non-empty without '.', '*', '>' or whitespace", durable)
 	}
@@ -285,9 +298,9 @@ func (b *Bus) Consumer(ctx context.Context, durable string, filterSubjects []str
 	for _, o := range opts {
 		o(&cfg)
 	}
-	c, err := b.JS.CreateOrUpdateConsumer(ctx, b.stream.Name, cfg)
+	c, err := b.JS.CreateOrUpdateConsumer(ctx, stream, cfg)
 	if err != nil {
-		return nil, fmt.Errorf("ensure consumer %s on %s: %w", durable, b.stream.Name, err)
+		return nil, fmt.Errorf("ensure consumer %s on %s: %w", durable, stream, err)
 	}
 	return c, nil
 }

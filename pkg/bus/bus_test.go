@@ -124,3 +124,36 @@ func TestConnectGivesUpWithContext(t *testing.T) {
 	_, err = bus.Connect(ctx, url, t.Name())
 	require.ErrorIs(t, err, context.DeadlineExceeded)
 }
+
+func TestAuditStream(t *testing.T) {
+	t.Parallel()
+	_, b := startBus(t)
+	ctx := t.Context()
+	st, err := b.EnsureAuditStream(ctx)
+	require.NoError(t, err)
+	info, err := st.Info(ctx)
+	require.NoError(t, err)
+	require.Equal(t, bus.AuditStreamName, info.Config.Name)
+	require.Equal(t, []string{"audit.>"}, info.Config.Subjects)
+	require.Equal(t, jetstream.FileStorage, info.Config.Storage)
+	require.Equal(t, "audit."+tenant, b.AuditSubjectOf(tenant))
+	// The events stream and the audit stream do not overlap.
+	_, err = b.EnsureStream(ctx)
+	require.NoError(t, err)
+
+	_, err = b.JS.Publish(ctx, b.AuditSubjectOf(tenant), []byte(`{}`), jetstream.WithMsgID("r1"))
+	require.NoError(t, err)
+	// Re-sent after a lost ack: stored once.
+	_, err = b.JS.Publish(ctx, b.AuditSubjectOf(tenant), []byte(`{}`), jetstream.WithMsgID("r1"))
+	require.NoError(t, err)
+	cons, err := b.AuditConsumer(ctx, "audit-reader")
+	require.NoError(t, err)
+	batch, err := cons.FetchNoWait(10)
+	require.NoError(t, err)
+	n := 0
+	for m := range batch.Messages() {
+		require.Equal(t, "audit."+tenant, m.Subject())
+		n++
+	}
+	require.Equal(t, 1, n)
+}

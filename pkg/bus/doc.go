@@ -28,4 +28,13 @@
 // Payloads are structured-mode CloudEvents 1.0 JSON with data content type
 // application/json and the tenant in the tenantid extension attribute, so a
 // consumer can tell the tenant from the payload alone, without the subject.
+// Events caused by a request also carry actorid, actorkind and requestid (set by
+// pkg/outbox from the request's context).
+//
+// # Audit stream
+//
+// A second stream, AUDIT, captures audit.<tenant> on file storage: the audit
+// records every process publishes (pkg/audit) for the webhooks service's audit
+// writer. Records are not events, so they have their own stream and subjects
+// that no event consumer matches.
 package bus

@@ -19,6 +19,18 @@ const SubjectPrefix = "manushya"
 // TenantExtension is the CloudEvents extension attribute holding the tenant id.
 const TenantExtension = "tenantid"
 
+// CloudEvents extension attributes naming who caused an event and in which
+// request (names are lowercase alphanumerics, as the specification requires).
+const (
+	ActorIDExtension   = "actorid"
+	ActorKindExtension = "actorkind"
+	RequestIDExtension = "requestid"
+)
+
+// maxAttrLen bounds the actor and request id attributes (request ids chosen by
+// clients are already capped at 128 by the gRPC server).
+const maxAttrLen = 128
+
 // maxTypeLen keeps subjects comfortably short; real types are two or three words.
 const maxTypeLen = 128
 
@@ -44,6 +56,14 @@ type Event struct {
 	Time time.Time
 	// Data is the JSON payload; nil means the event carries no data.
 	Data json.RawMessage
+	// ActorID is the identity that caused the change and ActorKind what it is
+	// (user, agent, service, operator); both empty for work the system does on
+	// its own. pkg/outbox fills them from the request's principal.
+	ActorID   string
+	ActorKind string
+	// RequestID is the request that caused the change, the id of logs and of the
+	// audit log; pkg/outbox fills it from the request's context.
+	RequestID string
 }
 
 // NewEvent builds a validated event with a fresh UUIDv7 id and the current
@@ -105,7 +125,28 @@ func (e Event) Validate() error {
 	if e.Data != nil && !json.Valid(e.Data) {
 		return fmt.Errorf("%w: data is not valid JSON", ErrInvalidEvent)
 	}
+	for _, a := range []struct{ name, v string }{
+		{ActorIDExtension, e.ActorID}, {ActorKindExtension, e.ActorKind}, {RequestIDExtension, e.RequestID},
+	} {
+		if !printableAttr(a.v) {
+			return fmt.Errorf("%w: %s must be at most %d printable ASCII characters", ErrInvalidEvent, a.name, maxAttrLen)
+		}
+	}
 	return nil
+}
+
+// printableAttr accepts "" or up to maxAttrLen visible ASCII characters: the
+// attributes end up in logs and the events API.
+func printableAttr(s string) bool {
+	if len(s) > maxAttrLen {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if s[i] < 0x21 || s[i] > 0x7e {
+			return false
+		}
+	}
+	return true
 }
 
 // ValidateTenant accepts only the canonical lowercase form of a UUID: it
@@ -194,6 +235,11 @@ func (e Event) MarshalCloudEvent() ([]byte, error) {
 	}
 	ce.SetTime(e.Time)
 	ce.SetExtension(TenantExtension, e.Tenant)
+	for name, v := range map[string]string{ActorIDExtension: e.ActorID, ActorKindExtension: e.ActorKind, RequestIDExtension: e.RequestID} {
+		if v != "" {
+			ce.SetExtension(name, v)
+		}
+	}
 	ce.SetDataContentType(cloudevents.ApplicationJSON)
 	if e.Data != nil {
 		// Set directly rather than through SetData: Data is already JSON and
@@ -249,6 +295,13 @@ func ParseCloudEvent(b []byte) (ev Event, err error) {
 		Source:  ce.Source(),
 		Subject: ce.Subject(),
 		Time:    ce.Time().UTC(),
+	}
+	for name, dst := range map[string]*string{ActorIDExtension: &ev.ActorID, ActorKindExtension: &ev.ActorKind, RequestIDExtension: &ev.RequestID} {
+		if v, ok := ce.Extensions()[name]; ok {
+			if *dst, err = types.ToString(v); err != nil {
+				return Event{}, fmt.Errorf("%w: %s extension: %w", ErrInvalidEvent, name, err)
+			}
+		}
 	}
 	if ce.DataEncoded != nil {
 		// The decoder may hand back a slice of b; the caller may reuse b.

@@ -169,3 +169,25 @@ func orNull(b []byte) string {
 	}
 	return string(b)
 }
+
+func TestCloudEventCarriesActorAndRequest(t *testing.T) {
+	t.Parallel()
+	e, err := bus.NewEvent(tenant, "memory.created", "manushya/memory", "m1", map[string]any{"k": "v"})
+	require.NoError(t, err)
+	e.ActorID, e.ActorKind, e.RequestID = "0190f1c2-0000-7000-8000-000000000002", "agent", "req-42"
+	b, err := e.MarshalCloudEvent()
+	require.NoError(t, err)
+	var wire map[string]any
+	require.NoError(t, json.Unmarshal(b, &wire))
+	require.Equal(t, e.ActorID, wire["actorid"])
+	require.Equal(t, "agent", wire["actorkind"])
+	require.Equal(t, "req-42", wire["requestid"])
+	got, err := bus.ParseCloudEvent(b)
+	require.NoError(t, err)
+	require.Equal(t, e, got)
+
+	// A request id that could forge log lines is refused.
+	e.RequestID = "req\n42"
+	_, err = e.MarshalCloudEvent()
+	require.ErrorIs(t, err, bus.ErrInvalidEvent)
+}

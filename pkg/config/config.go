@@ -20,11 +20,14 @@ type Config struct {
 	Redis       RedisConfig       `koanf:"redis"`
 	Services    ServicesConfig    `koanf:"services"`
 	Auth        AuthConfig        `koanf:"auth"`
+	Encryption  EncryptionConfig  `koanf:"encryption"`
 	Invitations InvitationsConfig `koanf:"invitations"`
+	SSO         SSOConfig         `koanf:"sso"`
 	SMTP        SMTPConfig        `koanf:"smtp"`
 	Embedding   EmbeddingConfig   `koanf:"embedding"`
 	Webhooks    WebhooksConfig    `koanf:"webhooks"`
 	RateLimit   RateLimitConfig   `koanf:"ratelimit"`
+	Policy      PolicyConfig      `koanf:"policy"`
 	Dev         DevConfig         `koanf:"dev"`
 
 	// File is the YAML file the configuration was read from, if any.
@@ -90,8 +93,8 @@ type AuthConfig struct {
 	// APIKeyPepper keys the hashes API keys are stored as, so a database dump alone
 	// cannot be used to check guessed keys.
 	APIKeyPepper string `koanf:"api_key_pepper" redact:"secret"`
-	// EncryptionKey seals signing keys, refresh-token successors and TOTP secrets
-	// (32 bytes, hex or base64). Empty derives one from the pepper.
+	// EncryptionKey is the older name of encryption.kek, still accepted (and the key
+	// values sealed before the keyring open with).
 	EncryptionKey string `koanf:"encryption_key" redact:"secret"`
 	// TokenIssuer and TokenAudience are the iss and aud of access tokens.
 	TokenIssuer   string `koanf:"token_issuer"`
@@ -104,11 +107,40 @@ type AuthConfig struct {
 	MFAIssuer string `koanf:"mfa_issuer"`
 }
 
+// EncryptionConfig configures field-level envelope encryption (pkg/keyring).
+type EncryptionConfig struct {
+	// KEK is the key-encryption key wrapping the data keys: 32 bytes as 64 hex
+	// characters or base64. auth.encryption_key is accepted for it. Empty: dev
+	// generates one under dev.data_dir; serve derives one from the pepper.
+	KEK string `koanf:"kek" redact:"secret"`
+	// PreviousKEKs are older KEKs (comma-separated) that still unwrap data keys
+	// until the re-encryption job has re-wrapped them under KEK.
+	PreviousKEKs string `koanf:"previous_keks" redact:"secret"`
+	// CacheTTL is how long unwrapped data keys stay in process memory.
+	CacheTTL time.Duration `koanf:"cache_ttl"`
+	// ReencryptInterval is the pause between passes of the re-encryption job.
+	ReencryptInterval time.Duration `koanf:"reencrypt_interval"`
+	// DEKRotation rotates data keys older than this (0: never on its own).
+	DEKRotation time.Duration `koanf:"dek_rotation"`
+}
+
 // InvitationsConfig configures invitation emails.
 type InvitationsConfig struct {
 	// AcceptURL is the link in the email; "{token}" is replaced by the token.
 	AcceptURL string        `koanf:"accept_url"`
 	TTL       time.Duration `koanf:"ttl"`
+}
+
+// SSOConfig configures OpenID Connect single sign-on.
+type SSOConfig struct {
+	// CallbackBaseURL is the public URL of the REST edge that providers send
+	// browsers back to (<base>/v1/sso/callback/{provider}); empty means
+	// http://<http.addr>.
+	CallbackBaseURL string `koanf:"callback_base_url"`
+	// DefaultTenant (slug or id) serves sign-ins that name no tenant.
+	DefaultTenant string `koanf:"default_tenant"`
+	// AllowedAddresses are private/loopback CIDRs issuer URLs may reach.
+	AllowedAddresses []string `koanf:"allowed_addresses"`
 }
 
 // SMTPConfig is the mail server invitations go out through; no host means `dev`
@@ -124,7 +156,8 @@ type SMTPConfig struct {
 
 // WebhooksConfig configures webhook delivery.
 type WebhooksConfig struct {
-	// SecretKey (base64 of 32 bytes) seals endpoint secrets and custom headers.
+	// SecretKey (base64 of 32 bytes) opens endpoint secrets and custom headers
+	// sealed before the keyring; new ones are sealed by the keyring.
 	SecretKey string `koanf:"secret_key" redact:"secret"`
 	// AllowedAddresses are CIDRs deliveries may reach although they are private or
 	// loopback (dev adds 127.0.0.0/8 and ::1).
@@ -137,6 +170,13 @@ type RateLimitConfig struct {
 	Fallback string `koanf:"fallback"`
 	// Shadow reports limits without refusing.
 	Shadow bool `koanf:"shadow"`
+}
+
+// PolicyConfig configures authorization decisions.
+type PolicyConfig struct {
+	// AuditAllowSample is the fraction (0 to 1) of allowed decisions sent to the
+	// audit stream; every denial is sent.
+	AuditAllowSample float64 `koanf:"audit_allow_sample"`
 }
 
 // EmbeddingConfig configures the embedding service's providers.
@@ -225,14 +265,22 @@ var settings = []setting{
 	{"services.webhooks_addr", "", "gRPC address of the webhooks service (default: grpc.addr)"},
 	{"services.usage_addr", "", "gRPC address of the usage service (default: grpc.addr)"},
 	{"auth.api_key_pepper", "", "secret keying API key hashes, at least 32 bytes (prefer the environment)"},
-	{"auth.encryption_key", "", "key sealing signing keys and TOTP secrets, 32 bytes hex or base64 (default: derived from the pepper)"},
+	{"auth.encryption_key", "", "older name of encryption.kek (still accepted)"},
 	{"auth.token_issuer", "manushya", "iss claim of access tokens"},
 	{"auth.token_audience", "manushya", "aud claim of access tokens"},
 	{"auth.access_token_ttl", 15 * time.Minute, "lifetime of access tokens (at most 15m)"},
 	{"auth.session_ttl", 30 * 24 * time.Hour, "lifetime of a session however often it is refreshed"},
 	{"auth.mfa_issuer", "Manushya", "issuer name shown by authenticator apps"},
+	{"encryption.kek", "", "key-encryption key wrapping the data keys, 32 bytes hex or base64 (prefer the environment; dev generates one)"},
+	{"encryption.previous_keks", "", "older key-encryption keys, comma-separated, kept until their data keys are re-wrapped"},
+	{"encryption.cache_ttl", 30 * time.Second, "how long unwrapped data keys stay in process memory"},
+	{"encryption.reencrypt_interval", 10 * time.Minute, "pause between passes of the re-encryption job"},
+	{"encryption.dek_rotation", 90 * 24 * time.Hour, "rotate data keys older than this (0: never on its own)"},
 	{"invitations.accept_url", "http://127.0.0.1:8080/accept-invitation?token={token}", "link put in invitation emails; {token} is replaced"},
 	{"invitations.ttl", 7 * 24 * time.Hour, "default lifetime of an invitation"},
+	{"sso.callback_base_url", "", "public base URL of the REST edge that SSO providers redirect to (default: http://<http.addr>)"},
+	{"sso.default_tenant", "", "tenant (slug or id) of SSO sign-ins that name none"},
+	{"sso.allowed_addresses", []string{}, "private/loopback CIDRs SSO issuer URLs may reach (dev adds loopback)"},
 	{"smtp.host", "", "SMTP server for invitation emails (empty: dev logs the link)"},
 	{"smtp.port", 587, "SMTP port"},
 	{"smtp.username", "", "SMTP user (empty: no authentication)"},
@@ -245,10 +293,11 @@ var settings = []setting{
 	{"embedding.max_texts", 2048, "most texts per Embed request"},
 	{"embedding.max_text_chars", 100000, "longest text accepted, in characters"},
 	{"embedding.usage_flush_interval", 5 * time.Second, "how often embedding token usage is written as events"},
-	{"webhooks.secret_key", "", "key sealing webhook secrets, base64 of 32 bytes (prefer the environment)"},
+	{"webhooks.secret_key", "", "key webhook secrets were sealed under before the keyring, base64 of 32 bytes (read only)"},
 	{"webhooks.allowed_addresses", []string{}, "private/loopback CIDRs webhook deliveries may reach (dev adds loopback)"},
 	{"ratelimit.fallback", "local", "while Redis is down: local (in-process limits) or open"},
 	{"ratelimit.shadow", false, "report rate limits without refusing"},
+	{"policy.audit_allow_sample", 0.0, "fraction of allowed authorization decisions sent to the audit stream, 0 to 1 (denials always are)"},
 	{"dev.data_dir", ".manushya", "where the dev command keeps its state"},
 }
 

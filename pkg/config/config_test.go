@@ -44,9 +44,11 @@ func TestDefaults(t *testing.T) {
 			Fallback: []string{}, CacheTTL: 24 * time.Hour, MaxTexts: 2048, MaxTextChars: 100000,
 			UsageFlushInterval: 5 * time.Second,
 		},
-		Webhooks:  config.WebhooksConfig{AllowedAddresses: []string{}},
-		RateLimit: config.RateLimitConfig{Fallback: "local"},
-		Dev:       config.DevConfig{DataDir: ".manushya"},
+		Encryption: config.EncryptionConfig{CacheTTL: 30 * time.Second, ReencryptInterval: 10 * time.Minute, DEKRotation: 90 * 24 * time.Hour},
+		SSO:        config.SSOConfig{AllowedAddresses: []string{}},
+		Webhooks:   config.WebhooksConfig{AllowedAddresses: []string{}},
+		RateLimit:  config.RateLimitConfig{Fallback: "local"},
+		Dev:        config.DevConfig{DataDir: ".manushya"},
 	}, cfg)
 }
 

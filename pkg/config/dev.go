@@ -14,23 +14,38 @@ import (
 // DevPepperFile is the file under dev.data_dir holding the generated pepper.
 const DevPepperFile = "api_key_pepper"
 
+// DevKEKFile is the file under dev.data_dir holding the generated key-encryption
+// key.
+const DevKEKFile = "encryption_kek"
+
 // PrepareDev fills in what `manushya dev` may leave unset. Without
 // auth.api_key_pepper it reads the pepper from dev.data_dir, generating it on the
 // first run: the pepper must survive restarts, or every API key issued before
-// would stop working.
+// would stop working. The key-encryption key (encryption.kek) is kept the same way:
+// losing it would make every sealed secret unreadable.
 func (c *Config) PrepareDev() error {
-	if c.Auth.APIKeyPepper != "" {
+	if c.Auth.APIKeyPepper != "" && c.Encryption.KEK != "" {
 		return nil
 	}
 	if c.Dev.DataDir == "" {
 		return errors.New("config: dev.data_dir: required")
 	}
-	path := filepath.Join(c.Dev.DataDir, DevPepperFile)
-	pepper, err := readOrCreateSecret(path)
-	if err != nil {
-		return fmt.Errorf("config: dev pepper %s: %w", path, err)
+	if c.Auth.APIKeyPepper == "" {
+		path := filepath.Join(c.Dev.DataDir, DevPepperFile)
+		pepper, err := readOrCreateSecret(path)
+		if err != nil {
+			return fmt.Errorf("config: dev pepper %s: %w", path, err)
+		}
+		c.Auth.APIKeyPepper = pepper
 	}
-	c.Auth.APIKeyPepper = pepper
+	if c.Encryption.KEK == "" {
+		path := filepath.Join(c.Dev.DataDir, DevKEKFile)
+		kek, err := readOrCreateSecret(path)
+		if err != nil {
+			return fmt.Errorf("config: dev key-encryption key %s: %w", path, err)
+		}
+		c.Encryption.KEK = kek
+	}
 	return nil
 }
 

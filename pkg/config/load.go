@@ -41,6 +41,8 @@ func NewFlagSet(name string) *pflag.FlagSet {
 			fs.Int(s.key, def, s.usage)
 		case int64:
 			fs.Int64(s.key, def, s.usage)
+		case float64:
+			fs.Float64(s.key, def, s.usage)
 		case time.Duration:
 			fs.Duration(s.key, def, s.usage)
 		case []string:
@@ -133,6 +135,10 @@ func LoadFlagSet(fs *pflag.FlagSet, args, environ []string) (*Config, error) {
 	}
 
 	cfg.Target = cleanList(cfg.Target)
+	if cfg.Encryption.KEK == "" {
+		// auth.encryption_key is the older name of encryption.kek.
+		cfg.Encryption.KEK = cfg.Auth.EncryptionKey
+	}
 	if cfg.Database.MigrateURL == "" {
 		cfg.Database.MigrateURL = cfg.Database.URL
 	}

@@ -9,6 +9,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/manushya-ai/manushya/pkg/secretbox"
 )
 
 // Modes are the commands whose needs Validate checks.
@@ -142,6 +144,8 @@ func (c *Config) Validate(mode string) error {
 		secret(ck, "auth.api_key_pepper", c.Auth.APIKeyPepper)
 	}
 
+	encryption(ck, c)
+
 	if c.Auth.AccessTokenTTL <= 0 || c.Auth.AccessTokenTTL > 15*time.Minute {
 		ck.add("auth.access_token_ttl", "must be between 1s and 15m")
 	}
@@ -156,6 +160,9 @@ func (c *Config) Validate(mode string) error {
 		ck.add("invitations.ttl", "must be positive")
 	}
 	oneOf(ck, "ratelimit.fallback", c.RateLimit.Fallback, "local", "open")
+	if a := c.Policy.AuditAllowSample; !(a >= 0 && a <= 1) {
+		ck.add("policy.audit_allow_sample", "must be between 0 and 1")
+	}
 	if c.Embedding.MaxTexts < 1 {
 		ck.add("embedding.max_texts", "must be at least 1")
 	}
@@ -257,5 +264,35 @@ func appRole(ck *checker, role string) {
 func secret(ck *checker, key, v string) {
 	if len(v) < MinSecretBytes {
 		ck.add(key, "must be at least %d bytes", MinSecretBytes)
+	}
+}
+
+// encryption checks the keyring keys: each a 32-byte key, and the older name
+// auth.encryption_key not saying something else than encryption.kek.
+func encryption(ck *checker, c *Config) {
+	if c.Encryption.KEK != "" {
+		if _, err := secretbox.ParseKey(c.Encryption.KEK); err != nil {
+			ck.add("encryption.kek", "must be 32 bytes as 64 hex characters or base64")
+		}
+	}
+	if c.Auth.EncryptionKey != "" && c.Auth.EncryptionKey != c.Encryption.KEK {
+		ck.add("auth.encryption_key", "differs from encryption.kek (its newer name); set only encryption.kek")
+	}
+	for i, k := range strings.Split(c.Encryption.PreviousKEKs, ",") {
+		if k = strings.TrimSpace(k); k == "" {
+			continue
+		}
+		if _, err := secretbox.ParseKey(k); err != nil {
+			ck.add("encryption.previous_keks", "entry %d must be 32 bytes as 64 hex characters or base64", i+1)
+		}
+	}
+	if c.Encryption.CacheTTL <= 0 {
+		ck.add("encryption.cache_ttl", "must be positive")
+	}
+	if c.Encryption.ReencryptInterval <= 0 {
+		ck.add("encryption.reencrypt_interval", "must be positive")
+	}
+	if c.Encryption.DEKRotation < 0 {
+		ck.add("encryption.dek_rotation", "must not be negative")
 	}
 }

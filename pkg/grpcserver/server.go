@@ -245,16 +245,24 @@ func (c *chain) rateLimit(ctx context.Context, method string) error {
 	return c.opts.RateLimiter.Allow(ctx, p, access)
 }
 
-func (c *chain) authorize(ctx context.Context, method string) error {
+// authorize decides the declared access and, when the authorizer can decide on
+// loaded resources too, hands the handler an authz.Guard for its attribute checks.
+func (c *chain) authorize(ctx context.Context, method string) (context.Context, error) {
 	access, err := c.access(ctx, method)
 	if err != nil {
-		return err
+		return ctx, err
 	}
 	if access.Public {
-		return nil
+		return ctx, nil
 	}
 	p, _ := auth.FromContext(ctx)
-	return c.opts.Authorizer.Authorize(ctx, p, access)
+	if err := c.opts.Authorizer.Authorize(ctx, p, access); err != nil {
+		return ctx, err
+	}
+	if rc, ok := c.opts.Authorizer.(authz.ResourceChecker); ok && p != nil {
+		ctx = authz.WithGuard(ctx, authz.NewGuard(rc, p, access))
+	}
+	return ctx, nil
 }
 
 // authnUnary authenticates. Authenticators and rate limiters are pluggable and may
@@ -285,7 +293,8 @@ func (c *chain) validateUnary(ctx context.Context, req any, _ *grpc.UnaryServerI
 }
 
 func (c *chain) authzUnary(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
-	if err := c.authorize(ctx, info.FullMethod); err != nil {
+	ctx, err := c.authorize(ctx, info.FullMethod)
+	if err != nil {
 		return nil, err
 	}
 	return h(ctx, req)
@@ -301,7 +310,7 @@ func (c *chain) authStream(srv any, ss grpc.ServerStream, info *grpc.StreamServe
 	if err := c.rateLimit(ctx, info.FullMethod); err != nil {
 		return c.translate(ctx, info.FullMethod, err)
 	}
-	if err := c.authorize(ctx, info.FullMethod); err != nil {
+	if ctx, err = c.authorize(ctx, info.FullMethod); err != nil {
 		return err
 	}
 	return h(srv, &wrappedStream{ServerStream: ss, ctx: ctx, validate: c.validate})

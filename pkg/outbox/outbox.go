@@ -8,7 +8,9 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/manushya-ai/manushya/pkg/auth"
 	"github.com/manushya-ai/manushya/pkg/bus"
+	"github.com/manushya-ai/manushya/pkg/telemetry"
 )
 
 // Channel is the LISTEN/NOTIFY channel Write notifies and relays listen on;
@@ -57,7 +59,10 @@ SELECT pg_notify('` + Channel + `', $4)`
 // Write records events in the outbox of schema as part of tx. They are
 // published after tx commits and never if it rolls back. Each event is
 // validated and encoded here, so a bad event fails the caller's transaction
-// rather than the relay.
+// rather than the relay. An event written inside a request that does not name
+// its actor or request gets them from ctx (the authenticated principal and the
+// request id), so every handler's events say who caused them without each
+// handler passing it along.
 func Write(ctx context.Context, tx pgx.Tx, schema string, events ...bus.Event) error {
 	if err := ValidateSchema(schema); err != nil {
 		return err
@@ -68,7 +73,15 @@ func Write(ctx context.Context, tx pgx.Tx, schema string, events ...bus.Event) e
 	ids := make([]string, len(events))
 	subjects := make([]string, len(events))
 	payloads := make([][]byte, len(events))
+	actorID, actorKind := ActorOf(ctx)
+	requestID := telemetry.RequestID(ctx)
 	for i, e := range events {
+		if e.ActorID == "" && e.ActorKind == "" {
+			e.ActorID, e.ActorKind = actorID, actorKind
+		}
+		if e.RequestID == "" {
+			e.RequestID = requestID
+		}
 		payload, err := e.MarshalCloudEvent()
 		if err != nil {
 			return fmt.Errorf("outbox %s: event %s: %w", schema, e.Type, err)
@@ -83,4 +96,19 @@ func Write(ctx context.Context, tx pgx.Tx, schema string, events ...bus.Event) e
 		return fmt.Errorf("outbox %s: insert %d events: %w", schema, len(events), err)
 	}
 	return nil
+}
+
+// ActorOf is the actor of the request in ctx as events name it: the principal's
+// identity and kind ("operator" for the platform operator), or empty outside a
+// request.
+func ActorOf(ctx context.Context) (id, kind string) {
+	p, ok := auth.FromContext(ctx)
+	if !ok || p == nil {
+		return "", ""
+	}
+	kind = p.Kind
+	if p.IsOperator() {
+		kind = "operator"
+	}
+	return p.IdentityID, kind
 }

@@ -45,6 +45,11 @@ type AuthorizerConfig struct {
 	OnDecision func(ctx context.Context, tenantID string, in Input, d Decision)
 	// AllowSample is the fraction of allows passed to OnDecision, 0 to 1.
 	AllowSample float64
+	// PrincipalClaims, when set, returns an identity's claims. They are loaded
+	// (and kept for MaxAge, or until an identity.* event of the tenant) only for
+	// requests that some policy in scope reads input.principal.claims or
+	// input.principal.acts_for for; without it both are empty.
+	PrincipalClaims func(ctx context.Context, tenantID, identityID string) (map[string]any, error)
 }
 
 // Authorizer decides requests with each tenant's compiled policies, loaded through
@@ -55,12 +60,17 @@ type Authorizer struct {
 	cfg    AuthorizerConfig
 	log    *slog.Logger
 
-	mu      sync.Mutex
+	mu      sync.RWMutex
 	tenants map[string]*tenantEntry
-	sub     *nats.Subscription
+	subs    []*nats.Subscription
+
+	claims claimsCache
 }
 
-var _ authz.Authorizer = (*Authorizer)(nil)
+var (
+	_ authz.Authorizer      = (*Authorizer)(nil)
+	_ authz.ResourceChecker = (*Authorizer)(nil)
+)
 
 type tenantEntry struct {
 	set      *Set
@@ -80,39 +90,61 @@ func NewAuthorizer(loader Loader, cfg AuthorizerConfig) *Authorizer {
 	if cfg.MaxAge <= 0 {
 		cfg.MaxAge = time.Minute
 	}
-	return &Authorizer{loader: loader, cfg: cfg, log: cfg.Logger, tenants: map[string]*tenantEntry{}}
+	return &Authorizer{
+		loader: loader, cfg: cfg, log: cfg.Logger, tenants: map[string]*tenantEntry{},
+		claims: claimsCache{maxAge: cfg.MaxAge, tenants: map[string]map[string]claimsEntry{}},
+	}
 }
 
 // Subscribe reloads a tenant's policies whenever a policy.* event of that tenant is
 // published on b. Core NATS delivers the stream's messages to every subscribed
 // process as they are published, so no durable consumer is needed.
+// Identity changes (identity.updated, identity.deleted) drop the tenant's cached
+// claims the same way, so a withdrawn acts_for stops granting within a second.
 func (a *Authorizer) Subscribe(b *bus.Bus) error {
-	sub, err := b.Conn.Subscribe(bus.TypeFilter("policy.>"), func(m *nats.Msg) {
-		// manushya.<tenant>.policy.<event>
-		parts := strings.SplitN(m.Subject, ".", 3)
-		if len(parts) == 3 {
-			a.Invalidate(parts[1])
+	policies, err := b.Conn.Subscribe(bus.TypeFilter("policy.>"), func(m *nats.Msg) {
+		if tenant := subjectTenant(m.Subject); tenant != "" {
+			a.Invalidate(tenant)
 		}
 	})
 	if err != nil {
 		return err
 	}
+	identities, err := b.Conn.Subscribe(bus.TypeFilter("identity.>"), func(m *nats.Msg) {
+		if tenant := subjectTenant(m.Subject); tenant != "" {
+			a.claims.dropTenant(tenant)
+		}
+	})
+	if err != nil {
+		_ = policies.Unsubscribe()
+		return err
+	}
 	a.mu.Lock()
-	a.sub = sub
+	a.subs = append(a.subs, policies, identities)
 	a.mu.Unlock()
 	return nil
+}
+
+// subjectTenant is the tenant of manushya.<tenant>.<type...>.
+func subjectTenant(subject string) string {
+	parts := strings.SplitN(subject, ".", 3)
+	if len(parts) == 3 {
+		return parts[1]
+	}
+	return ""
 }
 
 // Close stops listening for changes.
 func (a *Authorizer) Close() error {
 	a.mu.Lock()
-	sub := a.sub
-	a.sub = nil
+	subs := a.subs
+	a.subs = nil
 	a.mu.Unlock()
-	if sub != nil {
-		return sub.Unsubscribe()
+	var errs []error
+	for _, sub := range subs {
+		errs = append(errs, sub.Unsubscribe())
 	}
-	return nil
+	return errors.Join(errs...)
 }
 
 // Invalidate marks a tenant's set out of date and reloads it in the background; the
@@ -139,6 +171,15 @@ func (a *Authorizer) reload(tenantID string) {
 
 // Set returns the tenant's compiled set, loading it when missing or out of date.
 func (a *Authorizer) Set(ctx context.Context, tenantID string) (*Set, error) {
+	// Every decision comes here: a shared lock keeps concurrent requests apart
+	// from each other, and only a set past its age takes the exclusive one.
+	a.mu.RLock()
+	if e, ok := a.tenants[tenantID]; ok && e.set != nil && time.Since(e.loadedAt) < a.cfg.MaxAge {
+		set := e.set
+		a.mu.RUnlock()
+		return set, nil
+	}
+	a.mu.RUnlock()
 	a.mu.Lock()
 	e, ok := a.tenants[tenantID]
 	if ok && e.set != nil {
@@ -259,31 +300,60 @@ func (a *Authorizer) Authorize(ctx context.Context, p *auth.Principal, acc authz
 	return a.Check(ctx, p, acc.Action, res)
 }
 
+// CheckResource implements authz.ResourceChecker: Check under the interface
+// services see through authz.Guard.
+func (a *Authorizer) CheckResource(ctx context.Context, p *auth.Principal, action string, r authz.Resource) error {
+	return a.Check(ctx, p, action, r)
+}
+
+// PerResource implements authz.ResourceChecker (see Set.PerResource).
+func (a *Authorizer) PerResource(ctx context.Context, p *auth.Principal, resourceType, action string) (bool, error) {
+	if p == nil || p.TenantID == "" {
+		return false, nil
+	}
+	set, err := a.Set(ctx, p.TenantID)
+	if err != nil {
+		a.log.ErrorContext(ctx, "load tenant policies", "tenant", p.TenantID, "err", err)
+		return false, apierr.Unavailable("authorization policies are unavailable")
+	}
+	return set.PerResource(resourceType, action, p.Roles), nil
+}
+
 // Check decides one action on a resource for p, for handlers that know the
 // resource's attributes only after loading it. Deny is PERMISSION_DENIED; a tenant
-// whose policies cannot be loaded is UNAVAILABLE (never allowed).
+// whose policies (or, when a policy reads them, the caller's claims) cannot be
+// loaded is UNAVAILABLE (never allowed).
 func (a *Authorizer) Check(ctx context.Context, p *auth.Principal, action string, res Resource) error {
-	permission := res.Type + "." + action
 	if p == nil || p.TenantID == "" {
-		return apierr.PermissionDenied("%s needs a caller in a tenant", permission)
+		return apierr.PermissionDenied("%s.%s needs a caller in a tenant", res.Type, action)
+	}
+	set, err := a.Set(ctx, p.TenantID)
+	if err != nil {
+		a.log.ErrorContext(ctx, "load tenant policies", "tenant", p.TenantID, "err", err)
+		return apierr.Unavailable("authorization policies are unavailable")
 	}
 	in := Input{
 		Principal: Principal{IdentityID: p.IdentityID, TenantID: p.TenantID, Kind: p.Kind, Roles: p.Roles, Scopes: p.Scopes},
 		Action:    action,
 		Resource:  res,
 	}
-	d, err := a.Decide(ctx, in)
-	if err != nil {
-		a.log.ErrorContext(ctx, "load tenant policies", "tenant", p.TenantID, "err", err)
-		return apierr.Unavailable("authorization policies are unavailable")
+	if a.cfg.PrincipalClaims != nil && p.IdentityID != "" && set.readsClaims(res.Type, action) {
+		e, err := a.claims.get(ctx, p.TenantID, p.IdentityID, a.cfg.PrincipalClaims)
+		if err != nil {
+			a.log.ErrorContext(ctx, "load principal claims", "tenant", p.TenantID, "identity", p.IdentityID, "err", err)
+			return apierr.Unavailable("authorization policies are unavailable")
+		}
+		in.Principal.Claims, in.Principal.ActsFor = e.claims, e.actsFor
 	}
+	d := a.decide(ctx, set, &in)
 	if !d.Allow {
-		return apierr.PermissionDenied("%s denied: %s", permission, d.Reason())
+		return apierr.PermissionDenied("%s.%s denied: %s", res.Type, action, d.Reason())
 	}
 	return nil
 }
 
-// Decide decides in with its tenant's policies (in.Principal.TenantID).
+// Decide decides in with its tenant's policies (in.Principal.TenantID), as given:
+// nothing is loaded into it.
 func (a *Authorizer) Decide(ctx context.Context, in Input) (Decision, error) {
 	if in.Principal.TenantID == "" {
 		return Decision{}, errors.New("input names no tenant")
@@ -292,11 +362,15 @@ func (a *Authorizer) Decide(ctx context.Context, in Input) (Decision, error) {
 	if err != nil {
 		return Decision{}, err
 	}
-	d := set.Decide(ctx, in, false)
+	return a.decide(ctx, set, &in), nil
+}
+
+func (a *Authorizer) decide(ctx context.Context, set *Set, in *Input) Decision {
+	d := set.decide(ctx, in, false)
 	if a.cfg.OnDecision != nil && (!d.Allow || (a.cfg.AllowSample > 0 && rand.Float64() < a.cfg.AllowSample)) {
-		a.cfg.OnDecision(ctx, in.Principal.TenantID, in, d)
+		a.cfg.OnDecision(ctx, in.Principal.TenantID, *in, d)
 	}
-	return d, nil
+	return d
 }
 
 type resourceKey struct{}

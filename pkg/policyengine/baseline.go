@@ -4,6 +4,7 @@ import (
 	"embed"
 	"fmt"
 	"slices"
+	"strings"
 )
 
 //go:embed baseline/*.rego
@@ -35,9 +36,9 @@ var baselineDefs = []baselineDef{
 		nil, Allow, BaselinePriority},
 	{"readonly", "builtin-readonly", "Readonly identities read their tenant.",
 		Wildcard, []string{"read", "list", "search", "read_self", "embed"}, []string{"readonly"}, Allow, BaselinePriority},
-	{"user", "builtin-user", "Users work with their own memories (the memory service checks ownership).",
+	{"user", "builtin-user", "Users work with their own memories (those they own or keep as agent).",
 		"memory", []string{Wildcard}, []string{"user"}, Allow, BaselinePriority},
-	{"agent", "builtin-agent", "Agents work with their own memories (the memory service checks ownership).",
+	{"agent", "builtin-agent", "Agents work with their own memories (those they own or keep as agent).",
 		"memory", []string{Wildcard}, []string{"agent"}, Allow, BaselinePriority},
 }
 
@@ -58,4 +59,126 @@ func Baseline() []Policy {
 		})
 	}
 	return out
+}
+
+// shippedSources are the built-ins' sources as shipped, by name.
+var shippedSources = func() map[string]string {
+	out := map[string]string{}
+	for _, p := range Baseline() {
+		out[p.Name] = p.Source
+	}
+	return out
+}()
+
+// isShipped reports whether p is a built-in with its shipped source (the policy
+// service refuses changes to built-in sources; a loader that passed another source
+// gets it evaluated as written).
+func isShipped(p Policy) bool {
+	src, ok := shippedSources[p.Name]
+	return ok && p.Builtin && p.Language == Rego && p.Source == src
+}
+
+// isOwnershipBaseline reports whether p is the shipped user or agent baseline,
+// whose condition is "the caller's own memory".
+func isOwnershipBaseline(p Policy) bool {
+	return isShipped(p) && (p.Name == "builtin-user" || p.Name == "builtin-agent")
+}
+
+// nativeBaseline returns the shipped built-in's condition written in Go, nil for
+// any other policy. Every request of every tenant evaluates the scope baseline and
+// most evaluate a role baseline, so these run without OPA; their Rego stays the
+// definition (listed by the API, used for reasons), and
+// TestNativeBaselinesMatchRego checks each against it over a grid of inputs.
+func nativeBaseline(p Policy) func(*Input) bool {
+	if !isShipped(p) {
+		return nil
+	}
+	switch p.Name {
+	case "builtin-scopes":
+		return scopesDeny
+	case "builtin-self-service":
+		return selfService
+	case "builtin-readonly":
+		return func(in *Input) bool { return readAction(in.Action) }
+	case "builtin-user", "builtin-agent":
+		return ownsResource
+	}
+	return nil
+}
+
+func readAction(a string) bool {
+	switch a {
+	case "read", "list", "search", "read_self", "embed":
+		return true
+	}
+	return false
+}
+
+// scopesDeny is builtin-scopes: a credential with scopes that allow none of
+// "*", "admin", "write", "read" (for read actions), "<type>.<action>" or "<type>.*".
+func scopesDeny(in *Input) bool {
+	scopes := in.Principal.Scopes
+	if len(scopes) == 0 {
+		return false
+	}
+	typ, act := in.Resource.Type, in.Action
+	for _, s := range scopes {
+		switch s {
+		case "*", "admin", "write":
+			return false
+		case "read":
+			if readAction(act) {
+				return false
+			}
+		}
+		if rest, ok := strings.CutPrefix(s, typ); ok && len(rest) > 0 && rest[0] == '.' {
+			if rest[1:] == act || rest[1:] == "*" {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// selfService is builtin-self-service: what every identity may do about itself.
+func selfService(in *Input) bool {
+	switch in.Resource.Type {
+	case "identity":
+		return in.Action == "read_self"
+	case "auth":
+		switch in.Action {
+		case "logout", "mfa_setup", "mfa_verify", "mfa_disable", "change_password":
+			return true
+		}
+	case "session":
+		switch in.Action {
+		case "read", "list", "revoke":
+			return true
+		}
+	}
+	return false
+}
+
+// ownsResource is the ownership baselines' condition: the resource names no owner
+// yet, or the principal owns it or keeps it as agent.
+func ownsResource(in *Input) bool {
+	id := in.Principal.IdentityID
+	if in.Resource.OwnerID == "" || in.Resource.OwnerID == id {
+		return true
+	}
+	agent, _ := in.Resource.Attributes["agent_id"].(string)
+	return id != "" && agent == id
+}
+
+// ShippedBaseline returns the built-in policy of that name as this version ships
+// it. Stores keep a tenant's built-ins as rows written on first use; a built-in's
+// source cannot be changed by tenants, so the shipped source replaces the stored
+// one when an upgrade changes it (priority and enabled stay the tenant's).
+func ShippedBaseline(name string) (Policy, bool) {
+	for _, p := range Baseline() {
+		if p.Name == name {
+			return p, true
+		}
+	}
+	return Policy{}, false
 }

@@ -10,6 +10,7 @@ import (
 	"github.com/manushya-ai/manushya/pkg/auth"
 	"github.com/manushya-ai/manushya/pkg/authz"
 	"github.com/manushya-ai/manushya/pkg/policyengine"
+	"github.com/manushya-ai/manushya/pkg/telemetry"
 )
 
 // hundredPolicies is a tenant with the baselines and 94 policies of its own, spread
@@ -55,6 +56,7 @@ func benchInput(i int) policyengine.Input {
 }
 
 func benchDecide(b *testing.B, cacheSize int) {
+	telemetry.TuneGC() // measure at the collector pace the binary runs with
 	s, err := policyengine.Compile(context.Background(), tenantA, hundredPolicies(), policyengine.Options{CacheSize: cacheSize})
 	if err != nil {
 		b.Fatal(err)

@@ -27,9 +27,11 @@ func fingerprint(in *Input) cacheKey {
 		writeStrings(&h, in.Principal.Roles)
 		writeStrings(&h, in.Principal.Scopes)
 		writeValue(&h, in.Principal.Claims)
+		writeStrings(&h, in.Principal.ActsFor)
 		writeString(&h, in.Resource.Type)
 		writeString(&h, in.Resource.ID)
 		writeString(&h, in.Resource.OwnerID)
+		writeString(&h, in.Resource.TenantID)
 		writeValue(&h, in.Resource.Attributes)
 		k[i] = h.Sum64()
 	}

@@ -67,6 +67,24 @@ type compiled struct {
 	always bool  // a Rego policy whose match is the constant true: no evaluation needed
 	rule   any   // JSON Logic rule
 	broken error // set when the stored source no longer compiles
+	reads  reads // what of input the condition can look at
+	// ownership marks the shipped user and agent baselines, which read the
+	// resource's owner only to say "its own": services enforce that rule in their
+	// queries, so it never makes their rows need a decision each.
+	ownership bool
+	// native is a shipped built-in's condition in Go (see nativeBaseline).
+	native func(*Input) bool
+}
+
+// scope is the policies in scope for one (resource, action) pair, in order of
+// precedence, with what they read.
+type scope struct {
+	policies []*compiled
+	// row: some policy other than an ownership baseline reads the resource beyond
+	// its type, so decisions on two resources of the type can differ.
+	row bool
+	// claims: some policy reads the principal's claims.
+	claims bool
 }
 
 // Set is a tenant's compiled policies. It is safe for concurrent use and immutable
@@ -79,7 +97,7 @@ type Set struct {
 	cache    *decisionCache
 
 	indexMu sync.RWMutex
-	index   map[string][]*compiled
+	index   map[indexKey]*scope
 }
 
 // Tenant is the tenant the set belongs to.
@@ -165,7 +183,7 @@ func parseRego(p Policy, pkg string, opts Options) (*ast.Module, error) {
 // broken, and evaluating it fails (so a broken deny still denies).
 func Compile(ctx context.Context, tenant string, policies []Policy, opts Options) (*Set, error) {
 	opts = opts.withDefaults()
-	s := &Set{tenant: tenant, opts: opts, index: map[string][]*compiled{}, version: versionOf(policies)}
+	s := &Set{tenant: tenant, opts: opts, index: map[indexKey]*scope{}, version: versionOf(policies)}
 	if opts.CacheSize > 0 {
 		s.cache = newDecisionCache(opts.CacheSize)
 	}
@@ -186,8 +204,8 @@ func Compile(ctx context.Context, tenant string, policies []Policy, opts Options
 		case p.Language == JSONLogic:
 			if len(p.Source) > opts.MaxSourceBytes {
 				c.broken = tooLarge(p, opts)
-			} else {
-				c.rule, c.broken = parseJSONLogic(p.Source)
+			} else if c.rule, c.broken = parseJSONLogic(p.Source); c.broken == nil {
+				c.reads = jsonLogicReads(c.rule)
 			}
 		case p.Language == Rego:
 			pkg := fmt.Sprintf("p%d", i)
@@ -229,6 +247,15 @@ func Compile(ctx context.Context, tenant string, policies []Policy, opts Options
 				continue
 			}
 			c.always = constantTrue(modules[pkg+".rego"])
+			// The compiled module has every reference resolved (a bare "input"
+			// included), so reading it is exact where the parsed one is not.
+			if cm := compiler.Modules[pkg+".rego"]; cm != nil {
+				c.reads = regoReads(cm)
+			} else {
+				c.reads = readsAll
+			}
+			c.ownership = isOwnershipBaseline(c.Policy)
+			c.native = nativeBaseline(c.Policy)
 		}
 	}
 	for _, c := range s.policies {
@@ -358,7 +385,7 @@ func precedence(a, b *compiled) int {
 
 func (c *compiled) cost() int {
 	switch {
-	case c.always:
+	case c.always, c.native != nil:
 		return 0
 	case c.Language == JSONLogic:
 		return 1
@@ -389,23 +416,58 @@ func versionOf(policies []Policy) string {
 // applicable returns the policies whose resource and actions cover the pair, in
 // order of precedence.
 func (s *Set) applicable(resource, action string) []*compiled {
-	key := resource + "\x00" + action
+	return s.scopeOf(resource, action).policies
+}
+
+// scopeOf returns the pair's scope, indexed on first use.
+func (s *Set) scopeOf(resource, action string) *scope {
+	key := indexKey{resource, action}
 	s.indexMu.RLock()
-	list, ok := s.index[key]
+	sc, ok := s.index[key]
 	s.indexMu.RUnlock()
 	if ok {
-		return list
+		return sc
 	}
+	sc = &scope{}
 	for _, p := range s.policies {
 		if (p.Resource == Wildcard || p.Resource == resource) &&
 			(slices.Contains(p.Actions, Wildcard) || slices.Contains(p.Actions, action)) {
-			list = append(list, p)
+			sc.policies = append(sc.policies, p)
+			sc.row = sc.row || (p.reads.row && !p.ownership)
+			sc.claims = sc.claims || p.reads.claims
 		}
 	}
 	s.indexMu.Lock()
 	if len(s.index) < maxIndexEntries {
-		s.index[key] = list
+		s.index[key] = sc
 	}
 	s.indexMu.Unlock()
-	return list
+	return sc
+}
+
+// indexKey is a (resource, action) pair; a struct key hashes both strings without
+// building a joined one per decision.
+type indexKey struct{ resource, action string }
+
+// PerResource reports whether decisions on resources of the type for principals
+// holding roles can differ from one resource to another, beyond the ownership the
+// baselines describe: some policy in scope reads the resource's id, owner, tenant
+// or attributes. Services ask it before deciding each row of a listing.
+func (s *Set) PerResource(resource, action string, roles []string) bool {
+	sc := s.scopeOf(resource, action)
+	if !sc.row {
+		return false
+	}
+	for _, p := range sc.policies {
+		if p.reads.row && !p.ownership && rolesCover(p.Roles, roles) {
+			return true
+		}
+	}
+	return false
+}
+
+// readsClaims reports whether some policy in the pair's scope reads the
+// principal's claims, which are loaded only then.
+func (s *Set) readsClaims(resource, action string) bool {
+	return s.scopeOf(resource, action).claims
 }

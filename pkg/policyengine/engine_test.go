@@ -256,15 +256,11 @@ match if count([1 | some a in xs; some b in xs; some c in xs; some d in xs; some
 		require.NoError(t, err)
 		d := s.Decide(context.Background(), input(nil, "read", "memory"), true)
 		require.ErrorIs(t, d.Evaluations[0].Err, policyengine.ErrEvalTimeout)
-		if effect == policyengine.Deny {
-			// A failing deny counts as matched: errors never grant.
-			require.False(t, d.Allow)
-			require.Equal(t, "slow", d.Decisive.Name)
-		} else {
-			// A failing allow counts as not matched, and the next policy decides.
-			require.True(t, d.Allow)
-			require.Equal(t, "fallback", d.Decisive.Name)
-		}
+		// Fail closed: a policy that cannot be evaluated denies at its place,
+		// whatever its effect; the lower allow never gets a say.
+		require.False(t, d.Allow, effect)
+		require.Equal(t, "slow", d.Decisive.Name)
+		require.Contains(t, d.Decisive.Reason, "evaluation failed")
 	}
 
 	big := pol("big", policyengine.Allow, 1, "memory", []string{"read"}, nil, policyengine.Rego,

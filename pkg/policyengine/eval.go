@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync/atomic"
 	"time"
 
 	"github.com/open-policy-agent/opa/v1/ast"
@@ -18,9 +19,13 @@ var ErrEvalTimeout = errors.New("policy evaluation timed out")
 // endpoint); without it evaluation stops at the deciding policy and repeats are
 // served from the cache.
 func (s *Set) Decide(ctx context.Context, in Input, explain bool) Decision {
+	return s.decide(ctx, &in, explain)
+}
+
+func (s *Set) decide(ctx context.Context, in *Input, explain bool) Decision {
 	var key cacheKey
 	if !explain && s.cache != nil {
-		key = fingerprint(&in)
+		key = fingerprint(in)
 		if d, ok := s.cache.get(key); ok {
 			s.opts.Metrics.decided(d.Allow, true)
 			d.Cached = true
@@ -42,8 +47,7 @@ type evalState struct {
 	in      *Input
 	value   ast.Value
 	goData  map[string]any
-	cancel  topdown.Cancel
-	timer   *time.Timer
+	cancel  *deadline
 	timeout time.Duration
 }
 
@@ -56,20 +60,42 @@ func (st *evalState) regoInput() (ast.Value, error) {
 		st.value = v
 	}
 	if st.cancel == nil {
-		// One timer per decision instead of OPA's goroutine per evaluation.
-		st.cancel = topdown.NewCancel()
-		st.timer = time.AfterFunc(st.timeout, st.cancel.Cancel)
+		st.cancel = &deadline{at: time.Now().Add(st.timeout)}
 	}
 	return st.value, nil
 }
 
-func (s *Set) evaluate(ctx context.Context, in Input, explain bool) Decision {
-	st := &evalState{in: &in, timeout: s.opts.EvalTimeout}
-	defer func() {
-		if st.timer != nil {
-			st.timer.Stop()
-		}
-	}()
+// deadline is the decision's topdown.Cancel: OPA asks it before every evaluation
+// step, and it looks at the clock every 64th time. That bounds a decision like a
+// timer would, without OPA's goroutine per evaluation or a runtime timer per
+// decision (an allocation and two timer-heap updates under a lock).
+type deadline struct {
+	at    time.Time
+	steps uint32
+	done  atomic.Bool
+}
+
+var _ topdown.Cancel = (*deadline)(nil)
+
+func (d *deadline) Cancel() { d.done.Store(true) }
+
+func (d *deadline) Cancelled() bool {
+	if d.done.Load() {
+		return true
+	}
+	// One evaluation runs on one goroutine, so the step count needs no atomics.
+	d.steps++
+	if d.steps&63 == 0 && !time.Now().Before(d.at) {
+		d.done.Store(true)
+		return true
+	}
+	return false
+}
+
+func (s *Set) evaluate(ctx context.Context, in *Input, explain bool) Decision {
+	// The state keeps its own copy: the caller's input stays on its stack, so a
+	// decision the cache answers allocates nothing.
+	st := &evalState{in: new(*in), timeout: s.opts.EvalTimeout}
 	var d Decision
 	for _, p := range s.applicable(in.Resource.Type, in.Action) {
 		if !rolesCover(p.Roles, in.Principal.Roles) {
@@ -77,11 +103,13 @@ func (s *Set) evaluate(ctx context.Context, in Input, explain bool) Decision {
 		}
 		ev := Evaluation{PolicyID: p.ID, Name: p.Name, Version: p.Version, Effect: p.Effect, Priority: p.Priority}
 		matched, err := s.evalPolicy(ctx, p, st)
+		denies := matched && p.Effect == Deny
 		if err != nil {
-			// Errors never grant: a failing deny counts as matched, a failing allow
-			// as not matched.
+			// Fail closed: a policy that cannot be evaluated denies at its place in
+			// the order, whatever its effect, so a broken allow never lets a lower
+			// allow through and a broken deny still denies.
 			ev.Err = err
-			matched = p.Effect == Deny
+			matched, denies = true, true
 			d.uncacheable = true
 			s.opts.Metrics.failed()
 			s.opts.Logger.WarnContext(ctx, "policy evaluation failed; failing closed",
@@ -89,12 +117,12 @@ func (s *Set) evaluate(ctx context.Context, in Input, explain bool) Decision {
 		}
 		ev.Matched = matched
 		// Reasons cost an evaluation: the hot path wants one only to explain a denial.
-		if explain || (matched && p.Effect == Deny) {
+		if explain || denies {
 			ev.Reason = s.reasonOf(ctx, p, st, matched, err)
 		}
 		if matched && d.Decisive == nil {
 			ev.Decisive = true
-			d.Allow = p.Effect == Allow
+			d.Allow = !denies
 			if !explain {
 				d.Decisive = &ev
 				return d
@@ -126,6 +154,9 @@ func (s *Set) evalPolicy(ctx context.Context, p *compiled, st *evalState) (bool,
 	}
 	if p.always {
 		return true, nil
+	}
+	if p.native != nil {
+		return p.native(st.in), nil
 	}
 	input, err := st.regoInput()
 	if err != nil {

@@ -24,11 +24,13 @@ func (in *Input) astValue() (ast.Value, error) {
 		[2]*ast.Term{keyRoles, stringArray(in.Principal.Roles)},
 		[2]*ast.Term{keyScopes, stringArray(in.Principal.Scopes)},
 		[2]*ast.Term{keyClaims, ast.NewTerm(claims)},
+		[2]*ast.Term{keyActsFor, stringArray(in.Principal.ActsFor)},
 	)
 	resource := ast.NewObject(
 		[2]*ast.Term{keyType, ast.StringTerm(in.Resource.Type)},
 		[2]*ast.Term{keyID, ast.StringTerm(in.Resource.ID)},
 		[2]*ast.Term{keyOwnerID, ast.StringTerm(in.Resource.OwnerID)},
+		[2]*ast.Term{keyTenantID, ast.StringTerm(in.Resource.TenantID)},
 		[2]*ast.Term{keyAttributes, ast.NewTerm(attrs)},
 	)
 	return ast.NewObject(
@@ -39,6 +41,10 @@ func (in *Input) astValue() (ast.Value, error) {
 }
 
 func stringArray(ss []string) *ast.Term {
+	if len(ss) == 0 {
+		// Terms are not changed by evaluation, so every empty list can share one.
+		return emptyArray
+	}
 	terms := make([]*ast.Term, len(ss))
 	for i, s := range ss {
 		terms[i] = ast.StringTerm(s)
@@ -46,7 +52,10 @@ func stringArray(ss []string) *ast.Term {
 	return ast.ArrayTerm(terms...)
 }
 
-var emptyObject = ast.NewObject()
+var (
+	emptyObject = ast.NewObject()
+	emptyArray  = ast.ArrayTerm()
+)
 
 // The keys of input, made once: terms are immutable during evaluation, so every
 // input shares them.
@@ -57,6 +66,7 @@ var (
 	keyRoles      = ast.StringTerm("roles")
 	keyScopes     = ast.StringTerm("scopes")
 	keyClaims     = ast.StringTerm("claims")
+	keyActsFor    = ast.StringTerm("acts_for")
 	keyType       = ast.StringTerm("type")
 	keyID         = ast.StringTerm("id")
 	keyOwnerID    = ast.StringTerm("owner_id")
@@ -83,12 +93,14 @@ func (in *Input) goValue() map[string]any {
 			"roles":       anySlice(in.Principal.Roles),
 			"scopes":      anySlice(in.Principal.Scopes),
 			"claims":      orEmpty(in.Principal.Claims),
+			"acts_for":    anySlice(in.Principal.ActsFor),
 		},
 		"action": in.Action,
 		"resource": map[string]any{
 			"type":       in.Resource.Type,
 			"id":         in.Resource.ID,
 			"owner_id":   in.Resource.OwnerID,
+			"tenant_id":  in.Resource.TenantID,
 			"attributes": orEmpty(in.Resource.Attributes),
 		},
 	}

@@ -3,6 +3,8 @@ package policyengine
 import (
 	"slices"
 	"time"
+
+	"github.com/manushya-ai/manushya/pkg/authz"
 )
 
 // Language of a policy's source.
@@ -76,16 +78,16 @@ type Principal struct {
 	Kind       string
 	Roles      []string
 	Scopes     []string
-	Claims     map[string]any
+	// Claims are the identity's claims; ActsFor the identities it acts for (its
+	// "acts_for" claim, one id or a list). The Authorizer loads them only for
+	// policies that read them.
+	Claims  map[string]any
+	ActsFor []string
 }
 
-// Resource is what the request acts on, as policies see it in input.resource.
-type Resource struct {
-	Type       string
-	ID         string
-	OwnerID    string
-	Attributes map[string]any
-}
+// Resource is what the request acts on, as policies see it in input.resource:
+// {"type", "id", "owner_id", "tenant_id", "attributes"}.
+type Resource = authz.Resource
 
 // Input is one request to decide.
 type Input struct {

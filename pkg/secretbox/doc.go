@@ -7,6 +7,7 @@
 // rewriting every row at once. The associated data (for example the owning row's id)
 // binds a ciphertext to its row: a value copied to another row does not open.
 //
-// Sealer is the seam for envelope encryption with a KMS later: callers depend on
-// the interface, not on the AES implementation.
+// Field-level envelope encryption is pkg/keyring now; this format remains for values
+// sealed before it (identity secrets under auth.encryption_key or the pepper-derived
+// key), which the keyring opens through it and re-seals.
 package secretbox

@@ -270,12 +270,3 @@ func TestOutboxGetsEventInSameTransaction(t *testing.T) {
 	require.NoError(t, admin.QueryRow(context.Background(), "SELECT count(*) FROM identity.outbox WHERE subject LIKE '%.identity.created'").Scan(&after))
 	require.Equal(t, before+1, after)
 }
-
-func TestUnbuiltRPCsNameThemselves(t *testing.T) {
-	t.Parallel()
-	b := setup(t)
-	sso := identityv1.NewSsoServiceClient(b.conn)
-	_, err := sso.GetSsoProvider(as(b.operator), &identityv1.GetSsoProviderRequest{Id: b.tenantA})
-	requireCode(t, err, codes.Unimplemented, errorsv1.ErrorReason_ERROR_REASON_UNIMPLEMENTED)
-	require.Contains(t, status.Convert(err).Message(), "GetSsoProvider")
-}

@@ -38,15 +38,27 @@ var roleNamePattern = regexp.MustCompile(`^[a-z][a-z0-9_-]{0,63}$`)
 // refuse the revoked sessions' tokens and drop the identities' keys from the
 // verification caches. Other processes learn the same from the events.
 type fallout struct {
-	identities []string
-	keys       []sqlc.IdentityApiKey
-	sessions   []sqlc.IdentitySession
+	identities  []string
+	keys        []sqlc.IdentityApiKey
+	sessions    []sqlc.IdentitySession
+	generations []retiredGeneration
 }
 
 func (f *fallout) add(o fallout) {
 	f.identities = append(f.identities, o.identities...)
 	f.keys = append(f.keys, o.keys...)
 	f.sessions = append(f.sessions, o.sessions...)
+	f.generations = append(f.generations, o.generations...)
+}
+
+// rolesTaken reports whether a role of before is missing from after.
+func rolesTaken(before, after []string) bool {
+	for _, r := range before {
+		if !slices.Contains(after, r) {
+			return true
+		}
+	}
+	return false
 }
 
 // settle applies f once its transaction has committed. The identity's eviction is
@@ -55,6 +67,7 @@ func (f *fallout) add(o fallout) {
 func (s *Service) settle(ctx context.Context, f *fallout) {
 	ctx = context.WithoutCancel(ctx)
 	s.applyRevocations(f.sessions)
+	s.applyGenerations(f.generations)
 	if s.keyCache != nil {
 		now := time.Now()
 		for _, id := range f.identities {
@@ -197,6 +210,12 @@ func (s *identityServer) UpdateIdentity(ctx context.Context, req *identityv1.Upd
 			}
 			return err
 		}
+		if err := checkIdentityPolicy(ctx, cur, false); err != nil {
+			return err
+		}
+		if err := checkActsFor(p, cur.Claims, in.GetClaims()); err != nil {
+			return err
+		}
 		if !admin {
 			// Sending back the current value is not a change: a client may PUT the
 			// whole identity it read.
@@ -230,6 +249,16 @@ func (s *identityServer) UpdateIdentity(ctx context.Context, req *identityv1.Upd
 		if cur.IsActive && !row.IsActive {
 			f.sessions, err = s.svc.revokeIdentitySessions(ctx, tx, tenant, id, nil, revokeIdentityInactive)
 			return err
+		}
+		// A role taken away must not live on in access tokens for their last
+		// minutes: the identity's current tokens are retired (sessions stay; a
+		// refresh gets the roles as they are now).
+		if rolesTaken(allRoles(cur.Role, cur.Roles), allRoles(row.Role, row.Roles)) {
+			g, err := s.svc.retireTokenGenerations(ctx, tx, tenant, id)
+			if err != nil {
+				return err
+			}
+			f.generations = append(f.generations, g)
 		}
 		return nil
 	})

@@ -524,7 +524,7 @@ func (s *invitationServer) ValidateInvitation(ctx context.Context, req *identity
 		if err != nil {
 			return err
 		}
-		resp = &identityv1.ValidateInvitationResponse{Invitation: inv, TenantSlug: tn.Slug, TenantName: tn.Name, SsoProviders: []string{}}
+		resp = &identityv1.ValidateInvitationResponse{Invitation: inv, TenantSlug: tn.Slug, TenantName: tn.Name, SsoProviders: s.svc.ssoProviderNames(ctx, tx)}
 		if row.InviterIdentityID != nil {
 			if ident, err := tx.GetIdentity(ctx, sqlc.GetIdentityParams{ID: *row.InviterIdentityID, IncludeDeleted: true}); err == nil {
 				resp.InviterExternalId = ident.ExternalID

@@ -14,7 +14,9 @@ func (s *Service) signInInvited(ctx context.Context, tx *store.Tx, ident sqlc.Id
 	if s.tokens == nil {
 		return nil, nil, nil
 	}
-	toks, over, err := s.openSession(ctx, tx, ident, "invitation", userAgent, deviceName)
+	// In a tenant that requires MFA the new person's tokens are an MFA-enrollment
+	// token only (openSession).
+	toks, over, _, err := s.openSession(ctx, tx, ident, methodInvitation, userAgent, deviceName)
 	if err != nil {
 		return nil, nil, err
 	}

@@ -26,9 +26,10 @@ type APIKeyCacheConfig struct {
 
 // MFAConfig configures TOTP.
 type MFAConfig struct {
-	// EncryptionKey is the key-encryption key for TOTP secrets: 32 bytes as 64 hex
-	// characters or base64. Empty derives one from the API key pepper (HKDF, own
-	// label); production should set its own.
+	// EncryptionKey is the key TOTP secrets were sealed under before the keyring
+	// (auth.encryption_key): 32 bytes as 64 hex characters or base64. Empty means a
+	// key derived from the API key pepper (HKDF, own label). It, the ids and the
+	// previous keys below only open those older values now.
 	EncryptionKey string
 	// EncryptionKeyID names the key in sealed values (default "mfa1"); change it
 	// together with the key, keeping the old one in PreviousEncryptionKeys.
@@ -62,10 +63,7 @@ func (s *Service) initKeysMFAInvites(cfg Config, deps Deps) error {
 		s.keyCache = newAPIKeyCache(deps.KV, c.LocalTTL, c.RemoteTTL, c.Size, s.logger)
 		s.keyCache.bus = deps.Bus
 	}
-	sealer, err := mfaSealer(cfg.MFA, cfg.APIKeyPepper)
-	if err != nil {
-		return err
-	}
+	sealer := s.sealer
 	issuer := cfg.MFA.Issuer
 	if issuer == "" {
 		issuer = "Manushya"
@@ -79,6 +77,7 @@ func (s *Service) initKeysMFAInvites(cfg Config, deps Deps) error {
 	s.mfa = mfaConfig{sealer: sealer, issuer: issuer, passwords: pw}
 	s.invites = inviteConfig{acceptURL: cfg.Invitations.AcceptURL, ttl: cfg.Invitations.TTL, passwords: pw, mailer: cfg.Invitations.Mailer}
 	if cfg.Invitations.SMTP.Host != "" {
+		var err error
 		if s.invites.mailer, err = NewSMTPMailer(cfg.Invitations.SMTP); err != nil {
 			return fmt.Errorf("identity: invitations smtp: %w", err)
 		}
@@ -89,28 +88,32 @@ func (s *Service) initKeysMFAInvites(cfg Config, deps Deps) error {
 	return nil
 }
 
-func mfaSealer(cfg MFAConfig, pepper string) (Sealer, error) {
+// mfaSealer opens TOTP secrets sealed before the keyring: under the configured key,
+// its previous keys, or the key derived from the pepper.
+func mfaSealer(cfg MFAConfig, pepper string) (*secretbox.Keyring, error) {
 	id := cfg.EncryptionKeyID
 	if id == "" {
 		id = "mfa1"
 	}
-	var key []byte
-	var err error
-	if cfg.EncryptionKey != "" {
-		if key, err = secretbox.ParseKey(cfg.EncryptionKey); err != nil {
-			return nil, fmt.Errorf("identity: mfa encryption key: %w", err)
-		}
-	} else {
-		if key, err = hkdf.Key(sha256.New, []byte(pepper), nil, "manushya identity mfa-secret key", 32); err != nil {
-			return nil, fmt.Errorf("identity: derive mfa key: %w", err)
-		}
-		id = "pepper-mfa1"
+	derived, err := hkdf.Key(sha256.New, []byte(pepper), nil, "manushya identity mfa-secret key", 32)
+	if err != nil {
+		return nil, fmt.Errorf("identity: derive mfa key: %w", err)
 	}
-	cur, err := secretbox.New(id, key)
+	fromPepper, err := secretbox.New("pepper-mfa1", derived)
 	if err != nil {
 		return nil, err
 	}
-	var old []*secretbox.Box
+	cur := fromPepper
+	old := []*secretbox.Box{fromPepper}
+	if cfg.EncryptionKey != "" {
+		key, err := secretbox.ParseKey(cfg.EncryptionKey)
+		if err != nil {
+			return nil, fmt.Errorf("identity: mfa encryption key: %w", err)
+		}
+		if cur, err = secretbox.New(id, key); err != nil {
+			return nil, err
+		}
+	}
 	for oid, okey := range cfg.PreviousEncryptionKeys {
 		k, err := secretbox.ParseKey(okey)
 		if err != nil {

@@ -87,6 +87,7 @@ func (s *Service) login(ctx context.Context, req *identityv1.LoginRequest) (*ide
 	}
 	acctKey, ipKey := lockKeys(tenant, req.GetIdentifier(), c.ip)
 	if err := t.checkLock(ctx, acctKey, ipKey); err != nil {
+		s.recordAuth(ctx, authAudit{action: "auth.login", tenant: tenant, externalID: req.GetIdentifier(), err: err, reason: "locked"})
 		return nil, err
 	}
 	var ident sqlc.IdentityIdentity
@@ -121,6 +122,8 @@ func (s *Service) login(ctx context.Context, req *identityv1.LoginRequest) (*ide
 		t.recordFailure(ctx, acctKey, ipKey)
 		if tenantFound {
 			s.emitLoginEvent(ctx, tenant, "auth.login.failed", ident.ID, req.GetIdentifier(), c, "invalid_credentials")
+			s.recordAuth(ctx, authAudit{action: "auth.login", tenant: tenant, identity: ident.ID, externalID: req.GetIdentifier(),
+				err: errLoginFailed(), reason: "invalid_credentials", method: methodPassword})
 		}
 		return nil, errLoginFailed()
 	}
@@ -151,6 +154,8 @@ func (s *Service) login(ctx context.Context, req *identityv1.LoginRequest) (*ide
 			if err := t.second.Verify(ctx, tenant, ident.ID, req.GetMfaCode()); err != nil {
 				t.recordFailure(ctx, acctKey, ipKey)
 				s.emitLoginEvent(ctx, tenant, "auth.login.failed", ident.ID, req.GetIdentifier(), c, "invalid_second_factor")
+				s.recordAuth(ctx, authAudit{action: "auth.login", tenant: tenant, identity: ident.ID, externalID: req.GetIdentifier(),
+					err: errLoginFailed(), reason: "invalid_second_factor", method: methodPasswordMFA})
 				return nil, errLoginFailed()
 			}
 			method = methodPasswordMFA
@@ -159,35 +164,48 @@ func (s *Service) login(ctx context.Context, req *identityv1.LoginRequest) (*ide
 	// Failures are forgiven only once sign-in is complete: a right password with a
 	// wrong second factor keeps counting, so codes cannot be guessed by alternating.
 	t.clearFailures(ctx, acctKey)
-	toks, identity, err := s.completeLogin(ctx, tenant, ident.ID, method, req.GetUserAgent(), req.GetDeviceName())
+	toks, identity, enrolling, err := s.completeLoginEnrolling(ctx, tenant, ident.ID, method, req.GetUserAgent(), req.GetDeviceName())
 	if err != nil {
 		return nil, err
 	}
-	return &identityv1.LoginResponse{Result: &identityv1.LoginResponse_Tokens{Tokens: toks}, Identity: identity}, nil
+	return &identityv1.LoginResponse{
+		Result: &identityv1.LoginResponse_Tokens{Tokens: toks}, Identity: identity, MfaEnrollmentRequired: enrolling,
+	}, nil
 }
 
 // completeLogin opens the session of a successful sign-in.
 func (s *Service) completeLogin(ctx context.Context, tenant, identityID uuid.UUID, method, userAgent, deviceName string) (*identityv1.Tokens, *identityv1.Identity, error) {
+	toks, ident, _, err := s.completeLoginEnrolling(ctx, tenant, identityID, method, userAgent, deviceName)
+	return toks, ident, err
+}
+
+// completeLoginEnrolling is completeLogin that also says whether the tokens are
+// an MFA-enrollment token only (openSession).
+func (s *Service) completeLoginEnrolling(ctx context.Context, tenant, identityID uuid.UUID, method, userAgent, deviceName string) (*identityv1.Tokens, *identityv1.Identity, bool, error) {
 	var (
-		toks    *identityv1.Tokens
-		over    []sqlc.IdentitySession
-		ident   sqlc.IdentityIdentity
-		c       = clientOf(ctx)
-		outProt *identityv1.Identity
+		toks      *identityv1.Tokens
+		over      []sqlc.IdentitySession
+		ident     sqlc.IdentityIdentity
+		c         = clientOf(ctx)
+		outProt   *identityv1.Identity
+		enrolling bool
 	)
 	if err := s.tokens.ready(ctx); err != nil {
-		return nil, nil, err
+		return nil, nil, false, err
 	}
 	err := s.store.InTenant(ctx, tenant, func(tx *store.Tx) error {
 		var err error
-		ident, err = tx.GetIdentity(ctx, sqlc.GetIdentityParams{ID: identityID})
+		// The row stays locked (shared) until commit, so a deactivation, deletion
+		// or role change running now either came first and is seen here, or waits
+		// for this sign-in and then revokes the session it opened.
+		ident, err = tx.LockIdentityForSignIn(ctx, identityID)
 		if err != nil {
 			return err
 		}
 		if !ident.IsActive {
 			return errLoginFailed()
 		}
-		toks, over, err = s.openSession(ctx, tx, ident, method, userAgent, deviceName)
+		toks, over, enrolling, err = s.openSession(ctx, tx, ident, method, userAgent, deviceName)
 		if err != nil {
 			return err
 		}
@@ -203,12 +221,16 @@ func (s *Service) completeLogin(ctx context.Context, tenant, identityID uuid.UUI
 	})
 	if err != nil {
 		if errors.Is(err, store.ErrNotFound) {
-			return nil, nil, errLoginFailed()
+			err = errLoginFailed()
 		}
-		return nil, nil, err
+		s.recordAuth(ctx, authAudit{action: "auth.login", tenant: tenant, identity: identityID, err: err, method: method})
+		return nil, nil, false, err
 	}
 	s.applyRevocations(over)
-	return toks, outProt, nil
+	sid, _ := uuid.Parse(toks.GetSessionId())
+	s.recordAuth(ctx, authAudit{action: "auth.login", tenant: tenant, identity: identityID, externalID: ident.ExternalID,
+		sessionID: sid, method: method})
+	return toks, outProt, enrolling, nil
 }
 
 type loginEventData struct {
@@ -374,6 +396,8 @@ func (a *authServer) CompleteMfaLogin(ctx context.Context, req *identityv1.Compl
 	if err := t.second.Verify(ctx, ch.Tenant, ch.Identity, code); err != nil {
 		t.recordFailure(ctx, acctKey, ipKey)
 		s.emitLoginEvent(ctx, ch.Tenant, "auth.login.failed", ch.Identity, ch.ExternalID, c, "invalid_second_factor")
+		s.recordAuth(ctx, authAudit{action: "auth.login", tenant: ch.Tenant, identity: ch.Identity, externalID: ch.ExternalID,
+			err: errLoginFailed(), reason: "invalid_second_factor", method: methodPasswordMFA})
 		return nil, errLoginFailed()
 	}
 	t.clearFailures(ctx, acctKey)

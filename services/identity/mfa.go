@@ -50,7 +50,8 @@ type passwordChecker interface {
 
 // mfaConfig is what MFA needs besides the store.
 type mfaConfig struct {
-	// sealer encrypts TOTP secrets at rest, bound to the identity id.
+	// sealer encrypts TOTP secrets at rest under the identity's data key, bound to
+	// the identity id.
 	sealer Sealer
 	// issuer names the service in authenticator apps.
 	issuer string
@@ -95,7 +96,7 @@ func (s *Service) SetupMfa(ctx context.Context, _ *identityv1.SetupMfaRequest) (
 		if err != nil {
 			return apierr.Internal(fmt.Errorf("generate totp secret: %w", err))
 		}
-		sealed, err := s.mfa.sealer.Seal([]byte(key.Secret()), identity[:])
+		sealed, err := s.mfa.sealer.Seal(ctx, totpRef(tenant, identity), []byte(key.Secret()))
 		if err != nil {
 			return apierr.Internal(fmt.Errorf("seal totp secret: %w", err))
 		}
@@ -227,7 +228,7 @@ func (s *Service) VerifyMfa(ctx context.Context, req *identityv1.VerifyMfaReques
 		case !row.SetupExpireTime.After(now):
 			return apierr.FailedPrecondition("the MFA setup has lapsed; call SetupMfa again")
 		}
-		step, err := s.totpStep(row, identity, req.GetToken(), now)
+		step, err := s.totpStep(ctx, row, identity, req.GetToken(), now)
 		if err != nil {
 			return err
 		}
@@ -247,11 +248,11 @@ func (s *Service) VerifyMfa(ctx context.Context, req *identityv1.VerifyMfaReques
 	return resp, nil
 }
 
-func (s *Service) totpStep(row sqlc.IdentityMfaTotp, identity uuid.UUID, code string, now time.Time) (int64, error) {
+func (s *Service) totpStep(ctx context.Context, row sqlc.IdentityMfaTotp, identity uuid.UUID, code string, now time.Time) (int64, error) {
 	if s.mfa.sealer == nil {
 		return 0, apierr.FailedPrecondition("MFA is not configured on this server")
 	}
-	secret, err := s.mfa.sealer.Open(row.SecretSealed, identity[:])
+	secret, err := s.mfa.sealer.Open(ctx, totpRef(row.TenantID, identity), row.SecretSealed)
 	if err != nil {
 		return 0, apierr.Internal(fmt.Errorf("open totp secret of %s: %w", identity, err))
 	}
@@ -276,7 +277,7 @@ func (s *Service) useSecondFactor(ctx context.Context, tx *store.Tx, identity uu
 		return false, nil
 	}
 	code = strings.TrimSpace(code)
-	step, err := s.totpStep(row, identity, code, time.Now())
+	step, err := s.totpStep(ctx, row, identity, code, time.Now())
 	if err != nil {
 		return false, err
 	}

@@ -9,8 +9,10 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 
+	"github.com/manushya-ai/manushya/pkg/audit"
 	"github.com/manushya-ai/manushya/pkg/auth"
 	"github.com/manushya-ai/manushya/pkg/bus"
+	envelope "github.com/manushya-ai/manushya/pkg/keyring"
 	"github.com/manushya-ai/manushya/pkg/kv"
 	"github.com/manushya-ai/manushya/pkg/outbox"
 	identityv1 "github.com/manushya-ai/manushya/pkg/pb/manushya/identity/v1"
@@ -32,6 +34,7 @@ type Config struct {
 	APIKeyCache APIKeyCacheConfig
 	MFA         MFAConfig
 	Invitations InvitationConfig
+	SSO         SSOConfig // sso.go
 }
 
 // Deps are what the composition root hands the module.
@@ -43,6 +46,12 @@ type Deps struct {
 	Registerer prometheus.Registerer
 	// Dial returns a client connection to another service by name.
 	Dial func(service string) (grpc.ClientConnInterface, error)
+	// Audit receives authentication events (sign-ins, token refreshes); nil
+	// records none.
+	Audit audit.Sink
+	// Keyring seals the service's secrets (envelope encryption, pkg/keyring). Nil
+	// seals with the older secretbox keys (tests, tools).
+	Keyring envelope.Sealer
 }
 
 // Module is the identity service as a unit of the binary: its gRPC services and its
@@ -77,10 +86,19 @@ func New(cfg Config, deps Deps) (*Module, error) {
 		logger:  logger,
 		workers: worker.NewGroup(logger),
 	}
+	m.svc.audit = deps.Audit
+	sealer, err := newSealer(cfg, deps.Keyring)
+	if err != nil {
+		return nil, err
+	}
+	m.svc.sealer = sealer
 	if err := m.svc.initTokens(cfg.Tokens, cfg.APIKeyPepper, deps); err != nil {
 		return nil, err
 	}
 	if err := m.svc.initKeysMFAInvites(cfg, deps); err != nil {
+		return nil, err
+	}
+	if err := m.svc.initSSO(cfg.SSO); err != nil {
 		return nil, err
 	}
 	if deps.Bus != nil {
@@ -98,7 +116,7 @@ func (m *Module) Register(s grpc.ServiceRegistrar) {
 	identityv1.RegisterSessionServiceServer(s, &sessionServer{svc: m.svc})
 	identityv1.RegisterApiKeyServiceServer(s, &apiKeyServer{svc: m.svc})
 	identityv1.RegisterInvitationServiceServer(s, &invitationServer{svc: m.svc})
-	registerPending(s)
+	registerSSO(s, m.svc)
 }
 
 // Authenticator verifies the credentials this service issues.

@@ -43,10 +43,20 @@ const (
 // owns its OS thread and lowers that thread's scheduling priority (Linux), so when
 // the machine is busy the kernel runs request handlers and PostgreSQL first.
 // Callers over the queue are told to retry.
+//
+// The lowered priority only helps if the kernel gets to choose: a goroutine running
+// Go code holds one of GOMAXPROCS scheduler slots (Ps), and Go's scheduler, which
+// knows nothing of thread priorities, lets it run 10 ms slices before anything else
+// waiting for that P. On a 2-core machine one busy hasher left request handling a
+// single P and stretched GetIdentity's p99 to ~24 ms during a login flood. So the
+// process-wide pool (sharedHasher) adds one P per worker: handlers keep every P
+// they had, and the kernel's scheduler, which honours the nice value and preempts
+// at a finer grain, shares the cores.
 type hasher struct {
 	jobs    chan hashJob
 	waiting atomic.Int64
 	queue   int64
+	workers int
 }
 
 type hashJob struct {
@@ -54,15 +64,52 @@ type hashJob struct {
 	done chan struct{}
 }
 
+// baseProcs is GOMAXPROCS as the process started, before hashing workers added
+// theirs.
+var baseProcs = runtime.GOMAXPROCS(0)
+
+var (
+	sharedMu  sync.Mutex
+	sharedOne *hasher
+	// hashBallast is held, never touched, so the garbage collector counts the
+	// hashing pool's working memory as expected heap (see sharedHasher).
+	hashBallast []byte //nolint:unused // only held, never read: its size is the point
+)
+
+// ballastHashes is how many hashes' memory the ballast stands for, per worker.
+const ballastHashes = 6
+
+// sharedHasher returns the process's password hasher, made on first use with the
+// given number of workers (0: one less than the cores, at least one). One pool
+// serves every service instance of the process: the cores it shares are the
+// process's. Making it raises GOMAXPROCS by its workers (see hasher).
+func sharedHasher(workers int) *hasher {
+	sharedMu.Lock()
+	defer sharedMu.Unlock()
+	if sharedOne == nil {
+		sharedOne = newHasher(workers, 0)
+		runtime.GOMAXPROCS(runtime.GOMAXPROCS(0) + sharedOne.workers)
+		// Every hash allocates 19 MiB that is garbage a moment later (x/crypto's
+		// argon2 cannot reuse memory). With a small live heap that met the GC's
+		// target every second login, and the cycles' assists and pauses doubled
+		// GetIdentity's p99 during a login flood. A pointer-free ballast the size of
+		// a few hashes raises the target so a cycle comes every few logins. It is
+		// never written, so its pages are never made resident; the cost is that
+		// up to that much hashing garbage may be resident between cycles.
+		hashBallast = make([]byte, ballastHashes*sharedOne.workers*argonMemory*1024)
+	}
+	return sharedOne
+}
+
 func newHasher(workers, queue int) *hasher {
 	if workers <= 0 {
 		// Leave a core for everything else.
-		workers = max(1, runtime.GOMAXPROCS(0)-1)
+		workers = max(1, baseProcs-1)
 	}
 	if queue <= 0 {
 		queue = 64 * workers
 	}
-	h := &hasher{jobs: make(chan hashJob), queue: int64(queue)}
+	h := &hasher{jobs: make(chan hashJob), queue: int64(queue), workers: workers}
 	for range workers {
 		go h.work()
 	}
@@ -119,14 +166,17 @@ func (h *hasher) hashPassword(ctx context.Context, password string) (string, err
 }
 
 // dummyHash is verified against when there is no real hash (unknown identifier, no
-// password set), so every failed sign-in costs the same work.
+// password set), so every failed sign-in costs the same work. It is made once, on
+// the calling goroutine: a pool of its own would keep a locked thread for nothing.
 var dummyHash = sync.OnceValue(func() string {
-	h := newHasher(1, 1)
-	s, err := h.hashPassword(context.Background(), "manushya dummy password for timing")
-	if err != nil {
+	salt := make([]byte, argonSaltLen)
+	if _, err := rand.Read(salt); err != nil {
 		panic(err)
 	}
-	return s
+	key := argon2.IDKey([]byte("manushya dummy password for timing"), salt, argonTime, argonMemory, argonThreads, argonKeyLen)
+	b64 := base64.RawStdEncoding
+	return fmt.Sprintf("$argon2id$v=%d$m=%d,t=%d,p=%d$%s$%s", argon2.Version, argonMemory, argonTime, argonThreads,
+		b64.EncodeToString(salt), b64.EncodeToString(key))
 })
 
 // verifyPassword checks password against a stored hash (argon2id or bcrypt).

@@ -146,6 +146,9 @@ func (s *Service) createIdentity(ctx context.Context, tx *store.Tx, tenant uuid.
 	if err := checkGrant(p, allRoles(role, roles)...); err != nil {
 		return nil, err
 	}
+	if err := checkActsFor(p, nil, req.GetClaims()); err != nil {
+		return nil, err
+	}
 	claims, err := claimsJSON(req.GetClaims())
 	if err != nil {
 		return nil, apierr.Field("claims", "cannot be stored: %v", err)
@@ -212,6 +215,9 @@ func (s *Service) getIdentity(ctx context.Context, field, rawID string) (*identi
 		if errors.Is(err, store.ErrNotFound) {
 			return nil, apierr.NotFound("identity", rawID)
 		}
+		return nil, err
+	}
+	if err := checkIdentityPolicy(ctx, row, true); err != nil {
 		return nil, err
 	}
 	return identityToProto(row)

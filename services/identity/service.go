@@ -14,6 +14,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/manushya-ai/manushya/pkg/apierr"
+	"github.com/manushya-ai/manushya/pkg/audit"
 	"github.com/manushya-ai/manushya/pkg/auth"
 	"github.com/manushya-ai/manushya/pkg/bus"
 	errorsv1 "github.com/manushya-ai/manushya/pkg/pb/manushya/errors/v1"
@@ -37,6 +38,9 @@ type Service struct {
 	invites  inviteConfig
 	// Access and refresh tokens, logins and sessions (tokens.go, login.go, sessions.go).
 	tokens *tokens
+	sealer Sealer     // secrets at rest (sealing.go)
+	sso    *ssoState  // single sign-on (sso.go)
+	audit  audit.Sink // authentication events (audit.go); nil records none
 }
 
 // tenantOf returns the caller's tenant. Every tenant-scoped RPC works in the tenant

@@ -2,6 +2,7 @@ package identity
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -16,6 +17,7 @@ import (
 
 	"github.com/manushya-ai/manushya/pkg/apierr"
 	"github.com/manushya-ai/manushya/pkg/auth"
+	"github.com/manushya-ai/manushya/pkg/bus"
 	"github.com/manushya-ai/manushya/pkg/pagination"
 	identityv1 "github.com/manushya-ai/manushya/pkg/pb/manushya/identity/v1"
 	"github.com/manushya-ai/manushya/services/identity/store"
@@ -45,13 +47,14 @@ const (
 	methodPassword    = "password"
 	methodPasswordMFA = "password_mfa"
 	methodIssued      = "issued"
+	methodInvitation  = "invitation"
 )
 
 var authMethods = map[string]identityv1.SessionAuthMethod{
 	methodPassword:    identityv1.SessionAuthMethod_SESSION_AUTH_METHOD_PASSWORD,
 	methodPasswordMFA: identityv1.SessionAuthMethod_SESSION_AUTH_METHOD_PASSWORD_MFA,
 	"sso":             identityv1.SessionAuthMethod_SESSION_AUTH_METHOD_SSO,
-	"invitation":      identityv1.SessionAuthMethod_SESSION_AUTH_METHOD_INVITATION,
+	methodInvitation:  identityv1.SessionAuthMethod_SESSION_AUTH_METHOD_INVITATION,
 	methodIssued:      identityv1.SessionAuthMethod_SESSION_AUTH_METHOD_ISSUED,
 }
 
@@ -136,7 +139,13 @@ func settingsOf(ctx context.Context, q interface {
 // openSession creates a session for ident in tx, revokes the oldest sessions past
 // the tenant's cap, and returns its first tokens. The revoked sessions are returned
 // for applyRevocations once tx commits.
-func (s *Service) openSession(ctx context.Context, tx *store.Tx, ident sqlc.IdentityIdentity, method, userAgent, deviceName string) (*identityv1.Tokens, []sqlc.IdentitySession, error) {
+//
+// When the tenant requires MFA and a person signs in with a password (or by
+// accepting an invitation) without having set it up, the session gets only an
+// MFA-enrollment access token and no refresh token, and enrolling is true: the
+// token can set up and verify MFA and nothing else, and the next sign-in asks for
+// the second factor.
+func (s *Service) openSession(ctx context.Context, tx *store.Tx, ident sqlc.IdentityIdentity, method, userAgent, deviceName string) (toks *identityv1.Tokens, over []sqlc.IdentitySession, enrolling bool, err error) {
 	t := s.tokens
 	c := clientOf(ctx)
 	if userAgent == "" {
@@ -148,41 +157,52 @@ func (s *Service) openSession(ctx context.Context, tx *store.Tx, ident sqlc.Iden
 		ExpireTime: time.Now().Add(t.cfg.SessionTTL),
 	})
 	if err != nil {
-		return nil, nil, fmt.Errorf("create session: %w", err)
+		return nil, nil, false, fmt.Errorf("create session: %w", err)
 	}
 	settings, err := settingsOf(ctx, tx, ident.TenantID)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, false, err
+	}
+	if settings.GetMfaRequired() && ident.Kind == auth.KindUser && (method == methodPassword || method == methodInvitation) {
+		on, err := tx.TOTPEnabled(ctx, ident.ID)
+		if err != nil {
+			return nil, nil, false, fmt.Errorf("mfa state: %w", err)
+		}
+		enrolling = !on
 	}
 	limit := int(settings.GetMaxSessionsPerIdentity())
 	if limit <= 0 {
 		limit = t.cfg.DefaultMaxSessions
 	}
-	over, err := tx.RevokeSessionsOverCap(ctx, sqlc.RevokeSessionsOverCapParams{
+	over, err = tx.RevokeSessionsOverCap(ctx, sqlc.RevokeSessionsOverCapParams{
 		Reason: revokeLimit, IdentityID: ident.ID, Keep: int32(limit),
 	})
 	if err != nil {
-		return nil, nil, fmt.Errorf("enforce session cap: %w", err)
+		return nil, nil, false, fmt.Errorf("enforce session cap: %w", err)
 	}
 	if err := s.recordRevocations(ctx, tx, ident.TenantID, over); err != nil {
-		return nil, nil, err
+		return nil, nil, false, err
 	}
 	ev, err := event(ident.TenantID, "session.created", sess.ID.String(), sessionToProto(sess, ""))
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, false, err
 	}
 	if err := tx.Emit(ctx, ev); err != nil {
-		return nil, nil, fmt.Errorf("emit session.created: %w", err)
+		return nil, nil, false, fmt.Errorf("emit session.created: %w", err)
 	}
-	refresh, _, err := t.newRefreshTokenRow(ctx, tx, ident.TenantID, sess.ID)
+	// An enrollment session has no refresh token: its one access token is the
+	// time allowed to set MFA up.
+	refresh := ""
+	if !enrolling {
+		if refresh, _, err = t.newRefreshTokenRow(ctx, tx, ident.TenantID, sess.ID); err != nil {
+			return nil, nil, false, err
+		}
+	}
+	access, err := t.signAccessToken(ctx, ident, sess.ID, enrolling)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, false, err
 	}
-	access, err := t.signAccessToken(ctx, ident, sess.ID, nil)
-	if err != nil {
-		return nil, nil, err
-	}
-	return t.tokensOf(access, refresh, sess.ID), over, nil
+	return t.tokensOf(access, refresh, sess.ID), over, enrolling, nil
 }
 
 // recordRevocations writes the session.revoked events and the revoked-session
@@ -204,6 +224,50 @@ func (s *Service) recordRevocations(ctx context.Context, tx *store.Tx, tenant uu
 	return nil
 }
 
+// retiredGeneration is a raised token generation of an identity: its tokens of
+// older generations are refused.
+type retiredGeneration struct {
+	identity uuid.UUID
+	min      int64
+}
+
+// retireTokenGenerations raises the identity's token generation in tx, so every
+// access token it holds now is refused, and records the floor for verifiers (the
+// table they load at start, the identity.tokens_revoked event they follow). Its
+// sessions are untouched: the next refresh issues a token of the new generation.
+func (s *Service) retireTokenGenerations(ctx context.Context, tx *store.Tx, tenant, identity uuid.UUID) (retiredGeneration, error) {
+	gen, err := tx.RaiseTokenGeneration(ctx, identity)
+	if err != nil {
+		return retiredGeneration{}, fmt.Errorf("raise token generation: %w", err)
+	}
+	now := time.Now()
+	if err := tx.SetTokenGenerationFloor(ctx, sqlc.SetTokenGenerationFloorParams{
+		IdentityID: identity, MinGeneration: gen, UntilTime: now.Add(auth.MaxAccessTokenTTL + time.Minute),
+	}); err != nil {
+		return retiredGeneration{}, fmt.Errorf("record token generation: %w", err)
+	}
+	raw, err := json.Marshal(auth.TokensRevoked(identity.String(), gen, now))
+	if err != nil {
+		return retiredGeneration{}, err
+	}
+	ev, err := bus.NewEvent(tenant.String(), auth.TokensRevokedEvent, EventSource, identity.String(), json.RawMessage(raw))
+	if err != nil {
+		return retiredGeneration{}, err
+	}
+	if err := tx.Emit(ctx, ev); err != nil {
+		return retiredGeneration{}, fmt.Errorf("emit %s: %w", auth.TokensRevokedEvent, err)
+	}
+	return retiredGeneration{identity: identity, min: gen}, nil
+}
+
+// applyGenerations makes this process refuse the retired generations at once.
+func (s *Service) applyGenerations(gens []retiredGeneration) {
+	until := time.Now().Add(auth.MaxAccessTokenTTL + time.Minute)
+	for _, g := range gens {
+		s.tokens.revoked.RaiseGeneration(g.identity.String(), g.min, until)
+	}
+}
+
 // applyRevocations makes this process refuse the sessions' tokens at once, without
 // waiting for the event to come back from the bus.
 func (s *Service) applyRevocations(sessions []sqlc.IdentitySession) {
@@ -221,6 +285,13 @@ func (s *Service) loadRevocations(ctx context.Context) error {
 	}
 	for _, r := range rows {
 		s.tokens.revoked.Revoke(r.SessionID.String(), r.UntilTime)
+	}
+	floors, err := s.store.Global().ListTokenGenerationFloors(ctx)
+	if err != nil {
+		return fmt.Errorf("load token generation floors: %w", err)
+	}
+	for _, f := range floors {
+		s.tokens.revoked.RaiseGeneration(f.IdentityID.String(), f.MinGeneration, f.UntilTime)
 	}
 	return nil
 }
@@ -433,6 +504,9 @@ func (s *Service) sweep(ctx context.Context) error {
 	if err := g.DeleteOldRevokedSessions(ctx); err != nil {
 		return fmt.Errorf("sweep revoked sessions: %w", err)
 	}
+	if err := g.DeleteOldTokenGenerationFloors(ctx); err != nil {
+		return fmt.Errorf("sweep token generation floors: %w", err)
+	}
 	var after *uuid.UUID
 	for {
 		tenants, err := g.ListTenants(ctx, sqlc.ListTenantsParams{AfterID: after, PageLimit: 500})
@@ -491,7 +565,7 @@ func (s *Service) issueTokens(ctx context.Context, tx *store.Tx, identityID stri
 	if err != nil {
 		return nil, fmt.Errorf("load identity %s: %w", id, store.MapErr(err))
 	}
-	toks, over, err := s.openSession(ctx, tx, ident, methodIssued, "", "")
+	toks, over, _, err := s.openSession(ctx, tx, ident, methodIssued, "", "")
 	if err != nil {
 		return nil, err
 	}

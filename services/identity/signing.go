@@ -20,15 +20,11 @@ import (
 	"github.com/manushya-ai/manushya/services/identity/store/sqlc"
 )
 
-// Sealer encrypts small secrets for storage (signing keys, refresh-token
-// successors). secretbox.Box implements it with AES-256-GCM; an envelope-encryption
-// implementation can replace it.
-type Sealer = secretbox.Sealer
-
-// deriveSealer returns the sealer of the configured key-encryption key, or, when
-// none is configured, one derived from the API key pepper with HKDF under its own
-// label, so development needs one secret less. Production should set its own.
-func deriveSealer(kek, pepper string) (Sealer, error) {
+// deriveSealer returns the secretbox of the configured key (auth.encryption_key),
+// or, when none is configured, one derived from the API key pepper with HKDF under
+// its own label. Signing keys and refresh successors were sealed with it before the
+// keyring; it now only opens those (see legacyTokenSealer).
+func deriveSealer(kek, pepper string) (*secretbox.Box, error) {
 	if kek != "" {
 		key, err := secretbox.ParseKey(kek)
 		if err != nil {
@@ -118,7 +114,7 @@ func (k *keyring) ensure(ctx context.Context, force bool) error {
 		// peppers) cannot sign here: make one that can, active at once.
 		usable := live != nil
 		if usable {
-			if _, err := k.sealer.Open(live.PrivateKey, []byte(live.Kid)); err != nil {
+			if _, err := k.sealer.Open(ctx, signingKeyRef(live.Kid), live.PrivateKey); err != nil {
 				usable = false
 				k.logger.WarnContext(ctx, "live signing key is sealed under another key; creating one this process can use", "kid", live.Kid)
 			}
@@ -138,7 +134,7 @@ func (k *keyring) ensure(ctx context.Context, force bool) error {
 		if err != nil {
 			return err
 		}
-		sealed, err := k.sealer.Seal(priv.Seed(), []byte(kid))
+		sealed, err := k.sealer.Seal(ctx, signingKeyRef(kid), priv.Seed())
 		if err != nil {
 			return fmt.Errorf("seal signing key: %w", err)
 		}
@@ -178,11 +174,11 @@ func (k *keyring) load(ctx context.Context) error {
 		}
 		sk := &signingKey{kid: r.Kid, pub: ed25519.PublicKey(r.PublicKey), active: r.ActivateTime, retire: r.RetireTime}
 		if r.RetireTime == nil || r.RetireTime.After(now) {
-			seed, err := k.sealer.Open(r.PrivateKey, []byte(r.Kid))
+			seed, err := k.sealer.Open(ctx, signingKeyRef(r.Kid), r.PrivateKey)
 			if err != nil || len(seed) != ed25519.SeedSize {
 				// A key sealed under another key-encryption key: it can still verify.
 				if _, seen := k.unopenable.LoadOrStore(r.Kid, true); !seen {
-					k.logger.ErrorContext(ctx, "signing key cannot be opened; check auth.encryption_key (or the pepper it derives from)", "kid", r.Kid)
+					k.logger.ErrorContext(ctx, "signing key cannot be opened; check encryption.kek (or the pepper it derives from)", "kid", r.Kid)
 				}
 			} else {
 				sk.priv = ed25519.NewKeyFromSeed(seed)

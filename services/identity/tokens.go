@@ -19,6 +19,7 @@ import (
 	"github.com/manushya-ai/manushya/pkg/kv"
 	errorsv1 "github.com/manushya-ai/manushya/pkg/pb/manushya/errors/v1"
 	identityv1 "github.com/manushya-ai/manushya/pkg/pb/manushya/identity/v1"
+	"github.com/manushya-ai/manushya/pkg/secretbox"
 	"github.com/manushya-ai/manushya/pkg/worker"
 	"github.com/manushya-ai/manushya/services/identity/store"
 	"github.com/manushya-ai/manushya/services/identity/store/sqlc"
@@ -38,9 +39,10 @@ type TokenConfig struct {
 	// RefreshGrace is how long a spent refresh token still yields its successor, so
 	// concurrent refreshes of one client all succeed (default 10 seconds).
 	RefreshGrace time.Duration
-	// EncryptionKey is the key-encryption key sealing signing keys and refresh
-	// successors: 64 hex characters or base64 of 32 bytes. Empty derives one from
-	// the API key pepper.
+	// EncryptionKey is the key that sealed signing keys and refresh successors
+	// before the keyring (auth.encryption_key): 64 hex characters or base64 of 32
+	// bytes. Empty means they were sealed under a key derived from the API key
+	// pepper. It only opens those older values now.
 	EncryptionKey string
 	// KeyRotation is how often a new signing key is made (default 30 days).
 	KeyRotation time.Duration
@@ -54,7 +56,7 @@ type TokenConfig struct {
 	// deletes them (default 7 days).
 	SessionRetention time.Duration
 	// HashConcurrency bounds concurrent password hashes (default GOMAXPROCS-1, at
-	// least 1).
+	// least 1). The pool is one per process: the first service made sizes it.
 	HashConcurrency int
 	// LockoutThreshold is how many failed sign-ins of one identifier lock it
 	// (default 5); LockoutIPThreshold the same per client address (default 50).
@@ -118,7 +120,7 @@ type BackupCodeCounter interface {
 type tokens struct {
 	cfg      TokenConfig
 	keys     *keyring
-	sealer   Sealer
+	sealer   secretbox.Sealer // pre-keyring key; SSO still seals with it, the rest uses Service.sealer
 	verifier *auth.JWTVerifier
 	revoked  *auth.Revocations
 	hasher   *hasher
@@ -138,9 +140,9 @@ func newTokens(cfg TokenConfig, st *store.Store, pepper string, kvStore kv.Store
 	}
 	t := &tokens{
 		cfg: cfg, sealer: sealer, revoked: auth.NewRevocations(),
-		hasher: newHasher(cfg.HashConcurrency, 0), kv: kvStore,
+		hasher: sharedHasher(cfg.HashConcurrency), kv: kvStore,
 	}
-	t.keys = newKeyring(st, sealer, cfg.KeyRotation, s.logger)
+	t.keys = newKeyring(st, s.sealer, cfg.KeyRotation, s.logger)
 	t.keys.prepublish = cfg.KeyPrepublish
 	t.verifier, err = auth.NewJWTVerifier(auth.JWTVerifierConfig{
 		Keys: t.keys, Issuer: cfg.Issuer, Audience: cfg.Audience, Revoked: t.revoked,
@@ -206,8 +208,10 @@ func (t *tokens) ready(ctx context.Context) error {
 	return nil
 }
 
-// signAccessToken signs an access token for the session.
-func (t *tokens) signAccessToken(ctx context.Context, ident sqlc.IdentityIdentity, sessionID uuid.UUID, scopes []string) (string, error) {
+// signAccessToken signs an access token for the session. An enrollment token is
+// the restricted one of a sign-in that must set up MFA first: another audience,
+// accepted only by the MFA setup methods (auth.MFAEnrollmentAudience).
+func (t *tokens) signAccessToken(ctx context.Context, ident sqlc.IdentityIdentity, sessionID uuid.UUID, enrollment bool) (string, error) {
 	key, err := t.keys.signer()
 	if errors.Is(err, errNoSigningKey) {
 		// Not started yet (tools, tests): make or load the key now.
@@ -220,15 +224,22 @@ func (t *tokens) signAccessToken(ctx context.Context, ident sqlc.IdentityIdentit
 		return "", apierr.Internal(err)
 	}
 	now := time.Now()
+	aud := t.cfg.Audience
+	if enrollment {
+		aud = auth.MFAEnrollmentAudience(aud)
+	}
 	claims := &auth.AccessClaims{
 		RegisteredClaims: jwt.RegisteredClaims{
-			Issuer: t.cfg.Issuer, Subject: ident.ID.String(), Audience: jwt.ClaimStrings{t.cfg.Audience},
+			Issuer: t.cfg.Issuer, Subject: ident.ID.String(), Audience: jwt.ClaimStrings{aud},
 			ExpiresAt: jwt.NewNumericDate(now.Add(t.cfg.AccessTTL)), NotBefore: jwt.NewNumericDate(now),
 			IssuedAt: jwt.NewNumericDate(now), ID: newID().String(),
 		},
 		TenantID: ident.TenantID.String(), SessionID: sessionID.String(),
-		Roles: allRoles(ident.Role, ident.Roles), Scope: strings.Join(scopes, " "),
-		ExternalID: ident.ExternalID, Kind: ident.Kind,
+		Roles: allRoles(ident.Role, ident.Roles), ExternalID: ident.ExternalID, Kind: ident.Kind,
+		Generation: ident.TokenGeneration,
+	}
+	if enrollment {
+		claims.Scope = strings.Join(auth.MFAEnrollmentScopes, " ")
 	}
 	tok := jwt.NewWithClaims(jwt.SigningMethodEdDSA, claims)
 	tok.Header["kid"] = key.kid
@@ -291,6 +302,8 @@ func (s *Service) refresh(ctx context.Context, token string) (*identityv1.Tokens
 		out     *identityv1.Tokens
 		reused  bool
 		revoked []sqlc.IdentitySession
+		// Whose session it is, for the audit log.
+		actor, session uuid.UUID
 	)
 	client := clientOf(ctx)
 	err = s.store.InTenant(ctx, tenant, func(tx *store.Tx) error {
@@ -298,6 +311,7 @@ func (s *Service) refresh(ctx context.Context, token string) (*identityv1.Tokens
 		if err != nil {
 			return err
 		}
+		actor, session = row.IdentityID, row.SessionID
 		now := time.Now()
 		switch {
 		case row.SessionRevokeTime != nil:
@@ -305,7 +319,9 @@ func (s *Service) refresh(ctx context.Context, token string) (*identityv1.Tokens
 		case !row.SessionExpireTime.After(now):
 			return apierr.Unauthenticated(errorsv1.ErrorReason_ERROR_REASON_CREDENTIALS_EXPIRED, "the session has expired")
 		}
-		ident, err := tx.GetIdentity(ctx, sqlc.GetIdentityParams{ID: row.IdentityID})
+		// Held until commit: a deactivation or role change running now either
+		// comes first (and this sees it) or waits and then revokes this token.
+		ident, err := tx.LockIdentityForSignIn(ctx, row.IdentityID)
 		if err != nil {
 			return err
 		}
@@ -319,7 +335,7 @@ func (s *Service) refresh(ctx context.Context, token string) (*identityv1.Tokens
 			if err != nil {
 				return err
 			}
-			sealed, err := t.sealer.Seal([]byte(next), h)
+			sealed, err := s.sealer.Seal(ctx, successorRef(tenant, h), []byte(next))
 			if err != nil {
 				return apierr.Internal(fmt.Errorf("seal refresh successor: %w", err))
 			}
@@ -327,7 +343,7 @@ func (s *Service) refresh(ctx context.Context, token string) (*identityv1.Tokens
 				return fmt.Errorf("spend refresh token: %w", err)
 			}
 		case now.Sub(*row.SpendTime) <= t.cfg.RefreshGrace && row.Successor != nil:
-			plain, err := t.sealer.Open(row.Successor, h)
+			plain, err := s.sealer.Open(ctx, successorRef(tenant, h), row.Successor)
 			if err != nil {
 				return apierr.Internal(fmt.Errorf("open refresh successor: %w", err))
 			}
@@ -344,7 +360,7 @@ func (s *Service) refresh(ctx context.Context, token string) (*identityv1.Tokens
 		if err := tx.TouchSession(ctx, sqlc.TouchSessionParams{ID: row.SessionID, ClientIp: client.ip}); err != nil {
 			return fmt.Errorf("touch session: %w", err)
 		}
-		access, err := t.signAccessToken(ctx, ident, row.SessionID, nil)
+		access, err := t.signAccessToken(ctx, ident, row.SessionID, false)
 		if err != nil {
 			return err
 		}
@@ -353,17 +369,22 @@ func (s *Service) refresh(ctx context.Context, token string) (*identityv1.Tokens
 	})
 	if err != nil {
 		if errors.Is(err, store.ErrNotFound) {
-			return nil, errRefreshUnknown()
+			err = errRefreshUnknown()
 		}
+		s.recordAuth(ctx, authAudit{action: "auth.token.refresh", tenant: tenant, identity: actor, sessionID: session, err: err})
 		return nil, err
 	}
 	s.applyRevocations(revoked)
 	if reused {
 		s.logger.WarnContext(ctx, "refresh token reused outside the grace window; session revoked",
 			"tenant_id", tenant, "session_id", revoked[0].ID, "client_ip", client.ip)
-		return nil, apierr.Unauthenticated(errorsv1.ErrorReason_ERROR_REASON_CREDENTIALS_REVOKED,
+		err := apierr.Unauthenticated(errorsv1.ErrorReason_ERROR_REASON_CREDENTIALS_REVOKED,
 			"this refresh token was already used; the session has been revoked")
+		s.recordAuth(ctx, authAudit{action: "auth.token.refresh", tenant: tenant, identity: actor, sessionID: session,
+			err: err, reason: "refresh_token_reuse"})
+		return nil, err
 	}
+	s.recordAuth(ctx, authAudit{action: "auth.token.refresh", tenant: tenant, identity: actor, sessionID: session})
 	return out, nil
 }
 

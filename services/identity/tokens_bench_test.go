@@ -2,6 +2,7 @@ package identity_test
 
 import (
 	"context"
+	"runtime/metrics"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -50,6 +51,41 @@ func BenchmarkRefreshThroughput(b *testing.B) {
 	b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "refreshes/s")
 }
 
+// schedStats is a reading of the runtime's scheduler and GC metrics.
+type schedStats struct {
+	wait     *metrics.Float64Histogram
+	gcCycles float64
+}
+
+func schedSample() schedStats {
+	s := []metrics.Sample{{Name: "/sched/latencies:seconds"}, {Name: "/gc/cycles/total:gc-cycles"}}
+	metrics.Read(s)
+	h := s[0].Value.Float64Histogram()
+	return schedStats{
+		wait:     &metrics.Float64Histogram{Counts: slices.Clone(h.Counts), Buckets: h.Buckets},
+		gcCycles: float64(s[1].Value.Uint64()),
+	}
+}
+
+// waitP99 is the 99th percentile of scheduling waits between before and s, in
+// seconds (the upper bound of the bucket it falls in).
+func (s schedStats) waitP99(before schedStats) float64 {
+	var total uint64
+	diff := make([]uint64, len(s.wait.Counts))
+	for i := range diff {
+		diff[i] = s.wait.Counts[i] - before.wait.Counts[i]
+		total += diff[i]
+	}
+	var seen uint64
+	for i, n := range diff {
+		seen += n
+		if seen*100 >= total*99 {
+			return s.wait.Buckets[i+1]
+		}
+	}
+	return 0
+}
+
 // BenchmarkLoginFlood runs argon2id logins from 8 clients while one client calls
 // GetIdentity in a loop; it reports logins per second and GetIdentity's p99.
 func BenchmarkLoginFlood(b *testing.B) {
@@ -93,6 +129,7 @@ func BenchmarkLoginFlood(b *testing.B) {
 		}
 	})
 	b.ResetTimer()
+	before := schedSample()
 	start := time.Now()
 	var wg sync.WaitGroup
 	for range workers {
@@ -110,7 +147,13 @@ func BenchmarkLoginFlood(b *testing.B) {
 	elapsed := time.Since(start)
 	close(stop)
 	probe.Wait()
+	after := schedSample()
 	b.ReportMetric(float64(b.N)/elapsed.Seconds(), "logins/s")
+	// How long goroutines waited for a P (Go's scheduler alone, not the kernel's
+	// run queue): what a hashing worker holding a P costs everything else, apart
+	// from how loaded the machine is.
+	b.ReportMetric(after.waitP99(before)*1000, "sched_wait_p99_ms")
+	b.ReportMetric(after.gcCycles-before.gcCycles, "gc_cycles")
 	b.ReportMetric(float64(idleP99.Microseconds())/1000, "idle_getidentity_p99_ms")
 	if len(lat) > 0 {
 		slices.Sort(lat)

@@ -138,6 +138,9 @@ func (s *Service) List(ctx context.Context, req *memoryv1.ListMemoriesRequest) (
 		last := rows[len(rows)-1]
 		resp.NextPageToken = pagination.Encode(formatCursor(last.CreateTime, last.ID), fp)
 	}
+	if rows, err = visibleRows(c, rows, sameMemory); err != nil {
+		return nil, s.mapErr(err, "")
+	}
 	for _, r := range rows {
 		m, err := toProto(r)
 		if err != nil {

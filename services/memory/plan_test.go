@@ -39,8 +39,7 @@ SELECT gen_random_uuid(),
        2
 FROM generate_series(1, 6000) g`, b.tenantA, b.tenantB)
 	require.NoError(t, err)
-	_, err = b.admin.Exec(ctx, `CREATE INDEX memories_embedding_hnsw ON memory.memories
-  USING hnsw (embedding vector_cosine_ops) WITH (m = 16, ef_construction = 64)`)
+	_, err = b.admin.Exec(ctx, hnswIndexSQL)
 	require.NoError(t, err)
 	_, err = b.admin.Exec(ctx, "VACUUM ANALYZE memory.memories")
 	require.NoError(t, err)
@@ -107,5 +106,10 @@ FROM generate_series(1, 6000) g`, b.tenantA, b.tenantB)
 	p = explain(selection{}, list)
 	require.Contains(t, p, "memories_tenant_time", "tenant list:\n%s", p)
 }
+
+// hnswIndexSQL is the HNSW index of migration 00004, for tests that drop it to
+// load rows in bulk and build it afterwards.
+const hnswIndexSQL = `CREATE INDEX memories_embedding_hnsw ON memory.memories
+  USING hnsw ((embedding::halfvec(384)) halfvec_cosine_ops) WITH (m = 16, ef_construction = 64)`
 
 var vectorLiteral = regexp.MustCompile(`'\[[^\]]*\]'`)

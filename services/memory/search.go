@@ -4,6 +4,7 @@ import (
 	"context"
 	"math"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -133,6 +134,9 @@ func (s *Service) Search(ctx context.Context, req *memoryv1.SearchMemoriesReques
 	if err != nil {
 		return nil, s.mapErr(err, "")
 	}
+	if vhits, khits, err = c.visibleHits(vhits, khits); err != nil {
+		return nil, s.mapErr(err, "")
+	}
 
 	switch mode {
 	case memoryv1.SearchMode_SEARCH_MODE_VECTOR:
@@ -159,7 +163,9 @@ func (s *Service) Search(ctx context.Context, req *memoryv1.SearchMemoriesReques
 			return nil, err
 		}
 	}
-	s.metrics.search.WithLabelValues(strings.ToLower(strings.TrimPrefix(mode.String(), "SEARCH_MODE_"))).Observe(time.Since(began).Seconds())
+	modeName := strings.ToLower(strings.TrimPrefix(mode.String(), "SEARCH_MODE_"))
+	s.metrics.search.WithLabelValues(modeName).Observe(time.Since(began).Seconds())
+	s.meterSearch(c.tenant, c.self, modeName)
 	return resp, nil
 }
 
@@ -265,13 +271,20 @@ func (s *Service) vectorSearch(ctx context.Context, tx *store.Tx, conds []string
 // annSQL is the HNSW query shape: the index orders by distance inside a
 // materialized CTE (relaxed_order may return rows slightly out of order, and a
 // distance bound inside it would make the scan run on), then the threshold and
-// the final order apply outside.
+// the final order apply outside. The graph holds halfvec copies of the vectors
+// (migration 00004), so the scan orders by the halfvec distance, which is what
+// the index can serve; each candidate's distance is then computed from the
+// stored full-precision vector, so the threshold and the scores are exact.
 func annSQL(where, q, maxd, k string) string {
 	return "WITH nearest AS MATERIALIZED (SELECT " + store.Columns + ", m.embedding <=> " + q + "::vector AS distance" +
 		" FROM memory.memories m WHERE " + where +
-		" ORDER BY m.embedding <=> " + q + "::vector LIMIT " + k + ")" +
+		" ORDER BY m.embedding::halfvec(" + dims + ") <=> " + q + "::vector::halfvec(" + dims + ") LIMIT " + k + ")" +
 		" SELECT * FROM nearest WHERE distance <= " + maxd + " ORDER BY distance, id"
 }
+
+// dims is store.Dimensions as SQL text (the typmod of the indexed expression,
+// which a query must repeat exactly for the planner to use the index).
+var dims = strconv.Itoa(store.Dimensions)
 
 // exactSQL is the exact query shape for small scopes: it reads at most scopeMax
 // rows of the scope through its btree/GIN indexes (the HNSW index cannot serve

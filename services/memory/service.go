@@ -2,6 +2,7 @@ package memory
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"errors"
@@ -20,6 +21,7 @@ import (
 
 	"github.com/manushya-ai/manushya/pkg/apierr"
 	"github.com/manushya-ai/manushya/pkg/bus"
+	"github.com/manushya-ai/manushya/pkg/metering"
 	embeddingv1 "github.com/manushya-ai/manushya/pkg/pb/manushya/embedding/v1"
 	errorsv1 "github.com/manushya-ai/manushya/pkg/pb/manushya/errors/v1"
 	memoryv1 "github.com/manushya-ai/manushya/pkg/pb/manushya/memory/v1"
@@ -45,6 +47,7 @@ type Service struct {
 	store   *store.Store
 	logger  *slog.Logger
 	metrics *metrics
+	usage   *metering.Meter // memory.search usage; nil: searches are not metered
 
 	// grace is how long a new embedding job is left to the event-driven embedder
 	// before the sweeper takes it (0 without a bus).
@@ -116,7 +119,9 @@ func (s *Service) newMemory(c *caller, req *memoryv1.CreateMemoryRequest, field 
 			return zero, apierr.Field(field+"identity_id", "is required: the credential has no identity")
 		}
 	} else if owner != c.self && !c.anyIdentity(true) {
-		return zero, apierr.PermissionDenied("%sidentity_id: may only name the calling identity", field)
+		if err := c.mayActFor(field+"identity_id", owner); err != nil {
+			return zero, err
+		}
 	}
 	agent, err := parseOptionalID(field+"agent_id", req.GetAgentId())
 	if err != nil {
@@ -298,8 +303,11 @@ func (s *Service) visible(ctx context.Context, tx *store.Tx, c *caller, id uuid.
 		return store.Memory{}, err
 	}
 	expired := m.ExpireTime != nil && !m.ExpireTime.After(time.Now())
-	if expired || (m.DeleteTime != nil && !includeDeleted) || !c.canSee(m, write) {
+	if expired || (m.DeleteTime != nil && !includeDeleted) {
 		return store.Memory{}, store.ErrNotFound
+	}
+	if ok, err := c.canSee(m, write); err != nil || !ok {
+		return store.Memory{}, cmp.Or(err, store.ErrNotFound)
 	}
 	return m, nil
 }
@@ -491,8 +499,11 @@ func (s *Service) deleteOne(ctx context.Context, tx *store.Tx, c *caller, id uui
 		return store.Memory{}, err
 	}
 	expired := m.ExpireTime != nil && !m.ExpireTime.After(time.Now())
-	if !c.canSee(m, true) || (!hard && (m.DeleteTime != nil || expired)) {
+	if !hard && (m.DeleteTime != nil || expired) {
 		return store.Memory{}, store.ErrNotFound
+	}
+	if ok, err := c.canSee(m, true); err != nil || !ok {
+		return store.Memory{}, cmp.Or(err, store.ErrNotFound)
 	}
 	if hard {
 		if _, err := tx.HardDelete(ctx, id); err != nil {

@@ -10,6 +10,7 @@ import (
 
 	policyv1 "github.com/manushya-ai/manushya/pkg/pb/manushya/policy/v1"
 	"github.com/manushya-ai/manushya/pkg/policyengine"
+	"github.com/manushya-ai/manushya/services/policy/store"
 	"github.com/manushya-ai/manushya/services/policy/store/sqlc"
 )
 
@@ -42,6 +43,7 @@ func effectToProto(e string) policyv1.Effect {
 }
 
 func policyToProto(r sqlc.PolicyPolicy) *policyv1.Policy {
+	r = store.Shipped(r)
 	return &policyv1.Policy{
 		Id: r.ID.String(), TenantId: r.TenantID.String(), Name: r.Name, Description: r.Description,
 		Language: languageToProto(r.Language), Source: r.Source, Resource: r.Resource,
@@ -76,10 +78,11 @@ func inputFromProto(in *policyv1.PolicyInput, tenant string) policyengine.Input 
 		Principal: policyengine.Principal{
 			IdentityID: p.GetIdentityId(), TenantID: tenant, Kind: p.GetKind(),
 			Roles: p.GetRoles(), Scopes: p.GetScopes(), Claims: p.GetClaims().AsMap(),
+			ActsFor: policyengine.ActsFor(p.GetClaims().AsMap()),
 		},
 		Action: in.GetAction(),
 		Resource: policyengine.Resource{
-			Type: r.GetType(), ID: r.GetId(), OwnerID: r.GetOwnerId(), Attributes: r.GetAttributes().AsMap(),
+			Type: r.GetType(), ID: r.GetId(), OwnerID: r.GetOwnerId(), TenantID: tenant, Attributes: r.GetAttributes().AsMap(),
 		},
 	}
 }

@@ -11,18 +11,21 @@
 // `reason`), or a JSON Logic rule that matches when truthy. Both see the request as
 // input:
 //
-//	{"principal": {"identity_id", "tenant_id", "kind", "roles", "scopes", "claims"},
+//	{"principal": {"identity_id", "tenant_id", "kind", "roles", "scopes", "claims", "acts_for"},
 //	 "action": "read",
-//	 "resource": {"type", "id", "owner_id", "attributes"}}
+//	 "resource": {"type", "id", "owner_id", "tenant_id", "attributes"}}
+//
+// Handlers pass the attributes of what they load (docs/policies.md lists them);
+// the interceptor, deciding before that, knows only the resource's type.
 //
 // # Decisions
 //
 // Only the enabled policies whose resource, actions and roles cover the request are
 // evaluated. Of those whose condition matches, the highest priority decides; at
 // equal priority deny beats allow; when none matches the request is denied. A policy
-// that fails to evaluate (an error, the timeout) counts as matched if it denies and
-// as not matched if it allows. Examples, for a user reading a memory whose metadata
-// says classification "secret":
+// that fails to evaluate (an error, the timeout) denies at its place, whatever its
+// effect. Examples, for a user reading their own memory whose metadata says
+// classification "secret":
 //
 //   - builtin-user (allow, 100) alone: allowed.
 //   - plus deny-secret (deny, 500, `match if input.resource.attributes.metadata.classification == "secret"`):
@@ -38,10 +41,7 @@
 // and "an agent may read the memories of the identity it acts for":
 //
 //	package agents
-//	match if {
-//		input.principal.kind == "agent"
-//		input.resource.owner_id == input.principal.claims.acts_for
-//	}
+//	match if input.resource.owner_id in input.principal.acts_for
 //
 // # Baselines
 //

@@ -14,6 +14,17 @@
 // the bucket it belongs to. AggregateUsage rebuilds the rollups of a range from the
 // raw events; running it twice changes nothing the second time.
 //
+// # Summary
+//
+// GetUsageSummary never reads a row per (day, type, identity). The same ingest
+// statement keeps three more rollups: per (day, type) for totals and the trend;
+// per (type, identity) over aligned spans of 2 to 256 days (usage.rollup_span), so a
+// period is a handful of spans per identity (Decompose) for the top identities; and
+// per (identity, year, type) a bit per active day (usage.identity_activity), so the
+// active identities of a period are one masked row each. AggregateUsage rebuilds
+// them (Tx.Rederive) after the daily rows. API calls arrive as usage.recorded
+// events of type api.request from pkg/metering's interceptor in every process.
+//
 // # Quotas
 //
 // Monthly quotas per usage type (set by the operator) emit usage.quota.warning at

@@ -68,6 +68,12 @@ func setup(t testing.TB, mk func(*pgtest.DB) usage.Deps) *testBundle {
 
 func setupConfig(t testing.TB, cfg usage.Config, mk func(*pgtest.DB) usage.Deps) *testBundle {
 	t.Helper()
+	return setupObserved(t, cfg, mk, nil)
+}
+
+// setupObserved is setupConfig with observers in the server's interceptor chain.
+func setupObserved(t testing.TB, cfg usage.Config, mk func(*pgtest.DB) usage.Deps, observers []grpc.UnaryServerInterceptor) *testBundle {
+	t.Helper()
 	db := pgtest.New(t, usage.Migrations())
 	deps := usage.Deps{}
 	if mk != nil {
@@ -76,7 +82,7 @@ func setupConfig(t testing.TB, cfg usage.Config, mk func(*pgtest.DB) usage.Deps)
 	deps.Pool, deps.Logger = db.Pool, slog.New(slog.DiscardHandler)
 	mod, err := usage.New(cfg, deps)
 	require.NoError(t, err)
-	srv, err := grpcserver.New(grpcserver.Options{Authenticator: principals, Logger: slog.New(slog.DiscardHandler)})
+	srv, err := grpcserver.New(grpcserver.Options{Authenticator: principals, Logger: slog.New(slog.DiscardHandler), Observers: observers})
 	require.NoError(t, err)
 	mod.Register(srv)
 	lis, err := net.Listen("tcp", "127.0.0.1:0")

@@ -11,6 +11,7 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/manushya-ai/manushya/pkg/audit"
 	"github.com/manushya-ai/manushya/pkg/bus"
 	eventsv1 "github.com/manushya-ai/manushya/pkg/pb/manushya/events/v1"
 	"github.com/manushya-ai/manushya/services/webhooks/store"
@@ -20,10 +21,14 @@ import (
 // ConsumerAudit is the audit writer's durable consumer.
 const ConsumerAudit = "audit-writer"
 
-// AuditRecord is one thing to put in the audit log. Mutating requests and
-// authentication events reach it through AppendAudit; domain events through the
-// audit writer consumer.
+// AuditRecord is one thing to put in the audit log. Mutating requests,
+// authentication events and authorization decisions of every process reach it
+// from the audit stream (audit_requests.go); domain events through the audit
+// writer consumer.
 type AuditRecord struct {
+	// ID becomes the entry's id; a record whose id is already in the log is
+	// skipped, so redelivered records are appended once. Zero: a fresh id.
+	ID              uuid.UUID
 	TenantID        uuid.UUID
 	SourceEventID   *uuid.UUID
 	ActorIdentityID string
@@ -113,53 +118,6 @@ func entryHash(e sqlc.WebhooksAuditEntry) (string, error) {
 	return hex.EncodeToString(h.Sum(nil)), nil
 }
 
-// secretish names keys whose values never enter the audit log.
-var secretish = []string{"secret", "password", "token", "api_key", "key_hash", "credential", "private_key"}
-
-// redact replaces the values of secret-looking keys, at any depth.
-func redact(raw json.RawMessage) json.RawMessage {
-	if len(raw) == 0 {
-		return nil
-	}
-	var v any
-	if err := json.Unmarshal(raw, &v); err != nil {
-		return nil
-	}
-	out, err := json.Marshal(redactValue(v))
-	if err != nil {
-		return nil
-	}
-	return out
-}
-
-func redactValue(v any) any {
-	switch t := v.(type) {
-	case map[string]any:
-		for k, val := range t {
-			lk := strings.ToLower(k)
-			hidden := false
-			for _, s := range secretish {
-				if strings.Contains(lk, s) {
-					hidden = true
-					break
-				}
-			}
-			if hidden {
-				t[k] = "[redacted]"
-			} else {
-				t[k] = redactValue(val)
-			}
-		}
-		return t
-	case []any:
-		for i := range t {
-			t[i] = redactValue(t[i])
-		}
-		return t
-	}
-	return v
-}
-
 // appendAudit chains records onto the tenant's log inside tx; records already
 // logged for their source event are skipped.
 func (s *Service) appendAudit(ctx context.Context, tx *store.Tx, tenant uuid.UUID, recs []AuditRecord) error {
@@ -168,8 +126,21 @@ func (s *Service) appendAudit(ctx context.Context, tx *store.Tx, tenant uuid.UUI
 		return fmt.Errorf("lock audit head: %w", err)
 	}
 	seq, prev := head.Sequence, head.Hash
+	seen, err := recordedIDs(ctx, tx, tenant, recs)
+	if err != nil {
+		return err
+	}
 	appended := false
 	for _, r := range recs {
+		id := r.ID
+		if id != uuid.Nil {
+			if seen[id] {
+				continue
+			}
+			seen[id] = true
+		} else {
+			id = newID()
+		}
 		if r.SourceEventID != nil {
 			done, err := tx.AuditEventRecorded(ctx, sqlc.AuditEventRecordedParams{TenantID: tenant, SourceEventID: r.SourceEventID})
 			if err != nil {
@@ -181,10 +152,10 @@ func (s *Service) appendAudit(ctx context.Context, tx *store.Tx, tenant uuid.UUI
 		}
 		seq++
 		e := sqlc.WebhooksAuditEntry{
-			TenantID: tenant, Sequence: seq, ID: newID(), SourceEventID: r.SourceEventID,
+			TenantID: tenant, Sequence: seq, ID: id, SourceEventID: r.SourceEventID,
 			ActorIdentityID: r.ActorIdentityID, ActorKind: int16(r.ActorKind), ActorApiKeyID: r.ActorAPIKeyID,
 			ActorSessionID: r.ActorSessionID, ActorExternalID: r.ActorExternalID, Action: r.Action,
-			ResourceType: r.ResourceType, ResourceID: r.ResourceID, Before: redact(r.Before), After: redact(r.After),
+			ResourceType: r.ResourceType, ResourceID: r.ResourceID, Before: audit.Redact(r.Before), After: audit.Redact(r.After),
 			RequestID: r.RequestID, ClientIp: r.ClientIP, UserAgent: r.UserAgent, Result: int16(r.Result),
 			ErrorReason: r.ErrorReason, CreateTime: r.Time.UTC().Truncate(time.Microsecond), PrevHash: prev,
 		}
@@ -204,6 +175,28 @@ func (s *Service) appendAudit(ctx context.Context, tx *store.Tx, tenant uuid.UUI
 		return nil
 	}
 	return tx.SetAuditHead(ctx, sqlc.SetAuditHeadParams{TenantID: tenant, Sequence: seq, Hash: prev})
+}
+
+// recordedIDs returns which of the records' ids the tenant's log already holds.
+func recordedIDs(ctx context.Context, tx *store.Tx, tenant uuid.UUID, recs []AuditRecord) (map[uuid.UUID]bool, error) {
+	seen := map[uuid.UUID]bool{}
+	var ids []uuid.UUID
+	for _, r := range recs {
+		if r.ID != uuid.Nil {
+			ids = append(ids, r.ID)
+		}
+	}
+	if len(ids) == 0 {
+		return seen, nil
+	}
+	found, err := tx.AuditEntriesRecorded(ctx, sqlc.AuditEntriesRecordedParams{TenantID: tenant, Ids: ids})
+	if err != nil {
+		return nil, fmt.Errorf("look up recorded audit entries: %w", err)
+	}
+	for _, id := range found {
+		seen[id] = true
+	}
+	return seen, nil
 }
 
 // AppendAudit records entries for one tenant in their own transaction.
@@ -229,9 +222,14 @@ func (s *Service) auditEvents(ctx context.Context, evs []bus.Event) error {
 				return fmt.Errorf("%w: id %q", errPermanent, ev.ID)
 			}
 			area, _, _ := strings.Cut(ev.Type, ".")
+			kind := actorKindOf(ev.ActorKind)
+			if ev.ActorKind == "" {
+				// Nobody asked for it: background work of the system itself.
+				kind = eventsv1.AuditActorKind_AUDIT_ACTOR_KIND_SYSTEM
+			}
 			recs = append(recs, AuditRecord{
-				TenantID: tenant, SourceEventID: &id, ActorKind: eventsv1.AuditActorKind_AUDIT_ACTOR_KIND_SYSTEM,
-				Action: ev.Type, ResourceType: area, ResourceID: ev.Subject, After: ev.Data,
+				TenantID: tenant, SourceEventID: &id, ActorIdentityID: ev.ActorID, ActorKind: kind,
+				Action: ev.Type, ResourceType: area, ResourceID: ev.Subject, After: ev.Data, RequestID: ev.RequestID,
 				Result: eventsv1.AuditResult_AUDIT_RESULT_SUCCESS, Time: ev.Time,
 			})
 		}

@@ -2,190 +2,149 @@ package webhooks
 
 import (
 	"context"
-	"strings"
+	"encoding/json"
+	"errors"
 	"time"
 
 	"github.com/google/uuid"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/metadata"
-	"google.golang.org/grpc/peer"
-	"google.golang.org/grpc/status"
-	"google.golang.org/protobuf/encoding/protojson"
-	"google.golang.org/protobuf/proto"
-	"google.golang.org/protobuf/reflect/protoreflect"
+	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/manushya-ai/manushya/pkg/apierr"
-	"github.com/manushya-ai/manushya/pkg/auth"
+	"github.com/manushya-ai/manushya/pkg/audit"
+	"github.com/manushya-ai/manushya/pkg/bus"
 	eventsv1 "github.com/manushya-ai/manushya/pkg/pb/manushya/events/v1"
-	"github.com/manushya-ai/manushya/pkg/telemetry"
 )
 
-// auditQueueSize bounds the records waiting for the request audit writer.
-const auditQueueSize = 4096
+// ConsumerAuditRecords is the durable consumer of the audit stream: the records
+// of mutating requests, authentication events and authorization decisions that
+// every process publishes (pkg/audit).
+const ConsumerAuditRecords = "audit-records"
 
-// readOnlyPrefixes are method-name prefixes that change nothing and are not audited.
-var readOnlyPrefixes = []string{"Get", "List", "Search", "Verify", "Export", "Check", "Validate", "Test"}
-
-func mutating(fullMethod string) bool {
-	i := strings.LastIndexByte(fullMethod, '/')
-	name := fullMethod[i+1:]
-	for _, p := range readOnlyPrefixes {
-		if strings.HasPrefix(name, p) {
-			return false
-		}
-	}
-	return !strings.HasPrefix(fullMethod, "/grpc.")
-}
-
-// AuditInterceptor records every mutating request (any method not named Get*,
-// List*, Search*, ...) of an authenticated caller: actor, action (the full
-// method), resource, the request as "before" and the response as "after" (both
-// with secret-looking fields redacted), request id, client address, user agent and
-// result. It must run after authentication. Records are written asynchronously,
-// batched per tenant, so the request does not wait for the audit log; the
-// lead wires it into the gRPC server (see the report).
-func (m *Module) AuditInterceptor() grpc.UnaryServerInterceptor {
-	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
-		resp, err := handler(ctx, req)
-		if !mutating(info.FullMethod) {
-			return resp, err
-		}
-		p, ok := auth.FromContext(ctx)
-		if !ok {
-			return resp, err
-		}
-		tenant, perr := uuid.Parse(p.TenantID)
-		if perr != nil {
-			return resp, err
-		}
-		rec := AuditRecord{
-			TenantID: tenant, ActorIdentityID: p.IdentityID, ActorKind: actorKind(p), ActorAPIKeyID: p.APIKeyID,
-			ActorSessionID: p.SessionID, ActorExternalID: p.ExternalID, Action: info.FullMethod,
-			ResourceType: resourceType(info.FullMethod), RequestID: telemetry.RequestID(ctx),
-			Result: eventsv1.AuditResult_AUDIT_RESULT_SUCCESS, Time: m.svc.now(),
-		}
-		if msg, ok := req.(proto.Message); ok {
-			rec.ResourceID = idField(msg)
-			rec.Before = marshalRedacted(msg)
-		}
-		if msg, ok := resp.(proto.Message); ok && err == nil {
-			rec.After = marshalRedacted(msg)
-		}
-		if err != nil {
-			rec.Result = eventsv1.AuditResult_AUDIT_RESULT_ERROR
-			if c := status.Code(err); c == codes.PermissionDenied || c == codes.Unauthenticated {
-				rec.Result = eventsv1.AuditResult_AUDIT_RESULT_DENIED
-			}
-			rec.ErrorReason = int32(apierr.ReasonOf(err))
-		}
-		if pr, ok := peer.FromContext(ctx); ok && pr.Addr != nil {
-			rec.ClientIP = pr.Addr.String()
-		}
-		if md, ok := metadata.FromIncomingContext(ctx); ok {
-			if ua := md.Get("user-agent"); len(ua) > 0 {
-				rec.UserAgent = ua[0]
-			}
-			if fwd := md.Get("x-forwarded-for"); len(fwd) > 0 {
-				rec.ClientIP = strings.TrimSpace(strings.Split(fwd[0], ",")[0])
-			}
-		}
-		select {
-		case m.auditQ <- rec:
-		default:
-			m.svc.logger.WarnContext(ctx, "audit queue full, writing inline", "action", rec.Action)
-			if aerr := m.svc.AppendAudit(context.WithoutCancel(ctx), tenant, rec); aerr != nil {
-				m.svc.logger.ErrorContext(ctx, "audit write failed", "action", rec.Action, "err", aerr)
-			}
-		}
-		return resp, err
-	}
-}
-
-func actorKind(p *auth.Principal) eventsv1.AuditActorKind {
-	switch {
-	case p.IsOperator():
-		return eventsv1.AuditActorKind_AUDIT_ACTOR_KIND_OPERATOR
-	case p.Kind == auth.KindAgent:
-		return eventsv1.AuditActorKind_AUDIT_ACTOR_KIND_AGENT
-	case p.Kind == auth.KindService:
-		return eventsv1.AuditActorKind_AUDIT_ACTOR_KIND_SERVICE
-	}
-	return eventsv1.AuditActorKind_AUDIT_ACTOR_KIND_USER
-}
-
-// resourceType is the service area of a method: "/manushya.memory.v1.X/Y" → "memory".
-func resourceType(fullMethod string) string {
-	parts := strings.Split(strings.TrimPrefix(fullMethod, "/"), ".")
-	if len(parts) > 1 {
-		return parts[1]
-	}
-	return fullMethod
-}
-
-// idField returns the request's "id" (or "<x>_id") string field, if any.
-func idField(msg proto.Message) string {
-	fields := msg.ProtoReflect().Descriptor().Fields()
-	if f := fields.ByName("id"); f != nil && f.Kind() == protoreflect.StringKind {
-		return msg.ProtoReflect().Get(f).String()
-	}
-	return ""
-}
-
-func marshalRedacted(msg proto.Message) []byte {
-	raw, err := protojson.MarshalOptions{UseProtoNames: true}.Marshal(msg)
-	if err != nil {
-		return nil
-	}
-	return redact(raw)
-}
-
-// auditRequestWriter drains the interceptor's queue, one transaction per tenant
-// per batch.
-func (m *Module) auditRequestWriter(ctx context.Context) error {
+// consumeAuditRecords appends the audit stream's records to the tenants' chains
+// until ctx ends, restarting the consumer if it stops.
+func (s *Service) consumeAuditRecords(ctx context.Context, b *bus.Bus, workers int) error {
 	for {
-		var batch []AuditRecord
+		err := s.consumeAuditRecordsOnce(ctx, b, workers)
+		if ctx.Err() != nil {
+			return nil
+		}
+		s.logger.WarnContext(ctx, "consumer stopped, restarting", "consumer", ConsumerAuditRecords, "err", err)
 		select {
 		case <-ctx.Done():
-			// Drain what is already queued before stopping.
-			for {
-				select {
-				case r := <-m.auditQ:
-					batch = append(batch, r)
-				default:
-					m.writeAuditBatch(context.WithoutCancel(ctx), batch)
-					return nil
-				}
-			}
-		case r := <-m.auditQ:
-			batch = append(batch, r)
+			return nil
+		case <-time.After(nakDelay):
 		}
-	fill:
-		for len(batch) < maxBatch {
-			select {
-			case r := <-m.auditQ:
-				batch = append(batch, r)
-			default:
-				break fill
-			}
-		}
-		m.writeAuditBatch(ctx, batch)
 	}
 }
 
-func (m *Module) writeAuditBatch(ctx context.Context, batch []AuditRecord) {
-	byTenant := map[uuid.UUID][]AuditRecord{}
-	for _, r := range batch {
-		byTenant[r.TenantID] = append(byTenant[r.TenantID], r)
+func (s *Service) consumeAuditRecordsOnce(ctx context.Context, b *bus.Bus, workers int) error {
+	if _, err := b.EnsureAuditStream(ctx); err != nil {
+		return err
 	}
-	for tenant, recs := range byTenant {
-		for attempt := range 3 {
-			err := m.svc.AppendAudit(ctx, tenant, recs...)
-			if err == nil {
-				break
+	cons, err := b.AuditConsumer(ctx, ConsumerAuditRecords, func(c *jetstream.ConsumerConfig) {
+		c.MaxAckPending = max(c.MaxAckPending, 16*maxBatch)
+	})
+	if err != nil {
+		return err
+	}
+	return runLanes(ctx, cons, ConsumerAuditRecords, workers, s.handleAuditRecords)
+}
+
+// handleAuditRecords appends one lane's batch: one transaction per tenant, acked
+// after it commits. A record that can never be appended (not a valid record) is
+// terminated; a tenant whose transaction fails is redelivered later, and records
+// it did append before are then skipped by id.
+func (s *Service) handleAuditRecords(ctx context.Context, msgs []jetstream.Msg) {
+	byTenant := map[uuid.UUID][]AuditRecord{}
+	msgsOf := map[uuid.UUID][]jetstream.Msg{}
+	var order []uuid.UUID
+	for _, m := range msgs {
+		rec, err := parseAuditRecord(m.Data())
+		if err != nil {
+			s.logger.ErrorContext(ctx, "dropping audit record", "consumer", ConsumerAuditRecords, "subject", m.Subject(), "err", err)
+			_ = m.Term()
+			continue
+		}
+		if _, ok := byTenant[rec.TenantID]; !ok {
+			order = append(order, rec.TenantID)
+		}
+		byTenant[rec.TenantID] = append(byTenant[rec.TenantID], rec)
+		msgsOf[rec.TenantID] = append(msgsOf[rec.TenantID], m)
+	}
+	for _, tenant := range order {
+		recs, ms := byTenant[tenant], msgsOf[tenant]
+		err := s.AppendAudit(ctx, tenant, recs...)
+		if err != nil && len(recs) > 1 && ctx.Err() == nil {
+			// One record the log refuses must not hold back the others: append
+			// them one by one (those already appended are skipped by id).
+			for i := range recs {
+				s.settleAuditRecord(ctx, tenant, ms[i], s.AppendAudit(ctx, tenant, recs[i]))
 			}
-			m.svc.logger.WarnContext(ctx, "audit write failed", "tenant_id", tenant, "attempt", attempt+1, "err", err)
-			time.Sleep(100 * time.Millisecond)
+			continue
+		}
+		for _, m := range ms {
+			s.settleAuditRecord(ctx, tenant, m, err)
 		}
 	}
+}
+
+// settleAuditRecord acks a record once appended, or has the bus redeliver it
+// later (after DefaultMaxDeliver attempts the bus gives up; each failure is logged).
+func (s *Service) settleAuditRecord(ctx context.Context, tenant uuid.UUID, m jetstream.Msg, err error) {
+	switch {
+	case err == nil:
+		if aerr := m.Ack(); aerr != nil {
+			s.logger.WarnContext(ctx, "ack failed", "consumer", ConsumerAuditRecords, "err", aerr)
+		}
+	case ctx.Err() != nil:
+		// Shutting down: the bus redelivers after the ack wait.
+	default:
+		s.logger.WarnContext(ctx, "audit record not appended, redelivering", "tenant_id", tenant, "subject", m.Subject(), "err", err)
+		_ = m.NakWithDelay(nakDelay)
+	}
+}
+
+// parseAuditRecord decodes and checks one record of the audit stream.
+func parseAuditRecord(data []byte) (AuditRecord, error) {
+	var r audit.Record
+	if err := json.Unmarshal(data, &r); err != nil {
+		return AuditRecord{}, errors.Join(audit.ErrInvalidRecord, err)
+	}
+	if err := r.Validate(); err != nil {
+		return AuditRecord{}, err
+	}
+	// Validate checked both.
+	id, tenant := uuid.MustParse(r.ID), uuid.MustParse(r.TenantID)
+	return AuditRecord{
+		ID: id, TenantID: tenant, ActorIdentityID: r.Actor.IdentityID, ActorKind: actorKindOf(r.Actor.Kind),
+		ActorAPIKeyID: r.Actor.APIKeyID, ActorSessionID: r.Actor.SessionID, ActorExternalID: r.Actor.ExternalID,
+		Action: r.Action, ResourceType: r.ResourceType, ResourceID: r.ResourceID, Before: r.Before, After: r.After,
+		RequestID: r.RequestID, ClientIP: r.ClientIP, UserAgent: r.UserAgent, Result: resultOf(r.Result),
+		ErrorReason: r.ErrorReason, Time: r.Time,
+	}, nil
+}
+
+func actorKindOf(kind string) eventsv1.AuditActorKind {
+	switch kind {
+	case audit.KindUser:
+		return eventsv1.AuditActorKind_AUDIT_ACTOR_KIND_USER
+	case audit.KindAgent:
+		return eventsv1.AuditActorKind_AUDIT_ACTOR_KIND_AGENT
+	case audit.KindService:
+		return eventsv1.AuditActorKind_AUDIT_ACTOR_KIND_SERVICE
+	case audit.KindOperator:
+		return eventsv1.AuditActorKind_AUDIT_ACTOR_KIND_OPERATOR
+	case audit.KindSystem:
+		return eventsv1.AuditActorKind_AUDIT_ACTOR_KIND_SYSTEM
+	}
+	return eventsv1.AuditActorKind_AUDIT_ACTOR_KIND_UNSPECIFIED
+}
+
+func resultOf(r audit.Result) eventsv1.AuditResult {
+	switch r {
+	case audit.ResultDenied:
+		return eventsv1.AuditResult_AUDIT_RESULT_DENIED
+	case audit.ResultError:
+		return eventsv1.AuditResult_AUDIT_RESULT_ERROR
+	}
+	return eventsv1.AuditResult_AUDIT_RESULT_SUCCESS
 }

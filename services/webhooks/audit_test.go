@@ -2,20 +2,28 @@ package webhooks_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
+	"log/slog"
 	"testing"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/metadata"
 
+	"github.com/manushya-ai/manushya/pkg/audit"
 	"github.com/manushya-ai/manushya/pkg/auth"
 	eventsv1 "github.com/manushya-ai/manushya/pkg/pb/manushya/events/v1"
 	webhooksv1 "github.com/manushya-ai/manushya/pkg/pb/manushya/webhooks/v1"
 	"github.com/manushya-ai/manushya/pkg/postgres"
+	"github.com/manushya-ai/manushya/pkg/telemetry"
 )
 
 func TestAuditChainDetectsTampering(t *testing.T) {
@@ -104,21 +112,29 @@ func (b *testBundle) audit(t *testing.T) eventsv1.AuditServiceClient {
 func TestAuditInterceptorRecordsMutatingRequests(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
-	icpt := b.mod.AuditInterceptor()
+	// The path every process uses: interceptor, bus sink, audit stream, writer.
+	sink := audit.NewBusSink(audit.BusSinkOptions{Logger: slog.New(slog.DiscardHandler)})
+	_, err := b.bus.EnsureAuditStream(t.Context())
+	require.NoError(t, err)
+	sink.Start(b.bus)
+	t.Cleanup(func() { _ = sink.Close(context.Background()) })
+	icpt := audit.UnaryServerInterceptor(sink)
 	ctx := auth.WithPrincipal(context.Background(), &auth.Principal{TenantID: tenantA, IdentityID: "id-1", Kind: auth.KindUser, Roles: []string{"admin"}})
+	ctx = telemetry.WithRequestID(ctx, "req-rotate")
+	ctx = metadata.NewIncomingContext(ctx, metadata.Pairs("x-forwarded-for", "203.0.113.7", "grpcgateway-user-agent", "curl/8"))
 	req := &webhooksv1.RotateWebhookSecretRequest{Id: "0193aaaa-0000-7000-8000-0000000000ff"}
 	resp := &webhooksv1.RotateWebhookSecretResponse{Webhook: &webhooksv1.Webhook{Secret: "whsec_c2VjcmV0"}}
-	_, err := icpt(ctx, req, &grpc.UnaryServerInfo{FullMethod: "/manushya.webhooks.v1.WebhookService/RotateWebhookSecret"},
+	_, err = icpt(ctx, req, &grpc.UnaryServerInfo{FullMethod: "/manushya.webhooks.v1.WebhookService/RotateWebhookSecret"},
 		func(context.Context, any) (any, error) { return resp, nil })
 	require.NoError(t, err)
 	_, err = icpt(ctx, &webhooksv1.GetWebhookRequest{}, &grpc.UnaryServerInfo{FullMethod: "/manushya.webhooks.v1.WebhookService/GetWebhook"},
 		func(context.Context, any) (any, error) { return &webhooksv1.GetWebhookResponse{}, nil })
 	require.NoError(t, err)
 
-	audit := b.audit(t)
+	client := b.audit(t)
 	var entries []*eventsv1.AuditEntry
 	require.Eventually(t, func() bool {
-		l, err := audit.ListAuditEntries(as(tenantA), &eventsv1.ListAuditEntriesRequest{ResourceType: "webhooks"})
+		l, err := client.ListAuditEntries(as(tenantA), &eventsv1.ListAuditEntriesRequest{ResourceType: "webhooks"})
 		entries = l.GetEntries()
 		return err == nil && len(entries) == 1
 	}, 10*time.Second, 20*time.Millisecond)
@@ -126,5 +142,52 @@ func TestAuditInterceptorRecordsMutatingRequests(t *testing.T) {
 	require.Equal(t, "/manushya.webhooks.v1.WebhookService/RotateWebhookSecret", e.GetAction())
 	require.Equal(t, req.GetId(), e.GetResourceId())
 	require.Equal(t, "id-1", e.GetActor().GetIdentityId())
+	require.Equal(t, eventsv1.AuditActorKind_AUDIT_ACTOR_KIND_USER, e.GetActor().GetKind())
+	require.Equal(t, "req-rotate", e.GetRequestId())
+	require.Equal(t, "203.0.113.7", e.GetClientIp())
+	require.Equal(t, "curl/8", e.GetUserAgent())
 	require.Equal(t, "[redacted]", e.GetAfter().GetFields()["webhook"].GetStructValue().GetFields()["secret"].GetStringValue())
+}
+
+// TestAuditRecordRedeliveredOnce publishes one record three times, twice with
+// distinct message ids so the stream's duplicate window does not catch it (as
+// after a lost ack past the window, or a redelivery): the log holds it once and
+// the chain verifies.
+func TestAuditRecordRedeliveredOnce(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	_, err := b.bus.EnsureAuditStream(t.Context())
+	require.NoError(t, err)
+	rec := audit.Record{
+		ID: uuid.Must(uuid.NewV7()).String(), TenantID: tenantA, Action: "auth.login", ResourceType: "auth",
+		Result: audit.ResultDenied, ClientIP: "198.51.100.1", Time: time.Now().UTC(),
+	}
+	other := rec
+	other.ID, other.Result = uuid.Must(uuid.NewV7()).String(), audit.ResultSuccess
+	for i, r := range []audit.Record{rec, rec, other, rec} {
+		data, err := json.Marshal(r)
+		require.NoError(t, err)
+		_, err = b.bus.JS.Publish(t.Context(), b.bus.AuditSubjectOf(tenantA), data, jetstream.WithMsgID(fmt.Sprint(i)))
+		require.NoError(t, err)
+	}
+	// Not a record: terminated, not retried forever, and the others still land.
+	_, err = b.bus.JS.Publish(t.Context(), b.bus.AuditSubjectOf(tenantA), []byte(`{"id":"x"}`))
+	require.NoError(t, err)
+
+	client := b.audit(t)
+	require.Eventually(t, func() bool {
+		l, err := client.ListAuditEntries(as(tenantA), &eventsv1.ListAuditEntriesRequest{})
+		return err == nil && len(l.GetEntries()) == 2
+	}, 10*time.Second, 20*time.Millisecond)
+	// Give a late duplicate every chance to show up before counting again.
+	time.Sleep(300 * time.Millisecond)
+	l, err := client.ListAuditEntries(as(tenantA), &eventsv1.ListAuditEntriesRequest{})
+	require.NoError(t, err)
+	require.Len(t, l.GetEntries(), 2)
+	ids := []string{l.GetEntries()[0].GetId(), l.GetEntries()[1].GetId()}
+	require.ElementsMatch(t, []string{rec.ID, other.ID}, ids)
+	v, err := client.VerifyAuditChain(as(tenantA), &eventsv1.VerifyAuditChainRequest{})
+	require.NoError(t, err)
+	require.True(t, v.GetOk(), "%v", v)
+	require.EqualValues(t, 2, v.GetEntriesChecked())
 }

@@ -56,6 +56,18 @@ var quotaSchema = obj([]string{"metric", "limit", "used"}, map[string]any{
 	"metric": str, "limit": integer, "used": integer, "period_start": ts, "period_end": ts,
 })
 
+var ssoProviderSchema = obj([]string{"id", "tenant_id", "name"}, map[string]any{
+	"id": uuidStr, "tenant_id": uuidStr, "name": str, "display_name": str, "preset": str, "issuer_url": str,
+	"client_id": str, "has_client_secret": map[string]any{"type": "boolean"}, "is_active": map[string]any{"type": "boolean"},
+	"create_time": ts, "update_time": ts,
+})
+
+var exSsoProvider = map[string]any{
+	"id": "01936b2e-5e00-7c3e-9d2b-1a2b3c4d5e6f", "tenant_id": "01936b2e-0000-7000-8000-000000000001",
+	"name": "okta", "display_name": "Sign in with Okta", "preset": "SSO_PROVIDER_PRESET_GENERIC",
+	"issuer_url": "https://acme.okta.com", "client_id": "0oa1b2c3", "has_client_secret": true, "is_active": true,
+}
+
 var exIdentity = map[string]any{
 	"id": "01936b2e-6f1a-7c3e-9d2b-1a2b3c4d5e6f", "tenant_id": "01936b2e-0000-7000-8000-000000000001",
 	"external_id": "user@example.com", "kind": "IDENTITY_KIND_USER", "role": "user",
@@ -68,9 +80,21 @@ var exMemory = map[string]any{
 }
 
 var catalogue = []eventTypeDef{
+	{"tenant.updated", "A tenant's name or settings (self-registration, MFA required, password minimum, session cap) changed.",
+		obj([]string{"id", "slug"}, map[string]any{"id": uuidStr, "slug": str, "name": str, "settings": map[string]any{"type": "object"}, "update_time": ts}),
+		map[string]any{"id": "01936b2e-0000-7000-8000-000000000001", "slug": "acme", "name": "Acme",
+			"settings": map[string]any{"mfa_required": true, "password_min_length": 12}}},
 	{"identity.created", "An identity (user, agent or service) was created.", identitySchema, exIdentity},
 	{"identity.updated", "An identity's role, claims or state changed.", identitySchema, exIdentity},
 	{"identity.deleted", "An identity was deleted; its memories follow.", identitySchema, exIdentity},
+	{"identity.tokens_revoked", "An identity lost a role: its access tokens issued before min_generation are refused everywhere.",
+		obj([]string{"identity_id", "min_generation", "revoke_time"}, map[string]any{
+			"identity_id": uuidStr, "min_generation": map[string]any{"type": "integer"}, "revoke_time": ts,
+		}),
+		map[string]any{"identity_id": "01936b2e-6f1a-7c3e-9d2b-1a2b3c4d5e6f", "min_generation": 2, "revoke_time": "2026-01-01T00:00:00Z"}},
+	{"sso.provider.created", "A single sign-on (OIDC) provider was configured; the client secret is never included.", ssoProviderSchema, exSsoProvider},
+	{"sso.provider.updated", "A single sign-on provider's settings changed.", ssoProviderSchema, exSsoProvider},
+	{"sso.provider.deleted", "A single sign-on provider was deleted; sign-ins through it stop.", ssoProviderSchema, exSsoProvider},
 	{"memory.created", "A memory was stored for an identity.", memorySchema, exMemory},
 	{"memory.updated", "A memory's text or metadata changed.", memorySchema, exMemory},
 	{"memory.deleted", "A memory was deleted.", memorySchema, exMemory},

@@ -59,9 +59,19 @@ func consumeOnce(ctx context.Context, b *bus.Bus, durable string, workers int, l
 	if err != nil {
 		return err
 	}
-	// One lane per worker, chosen by tenant: a tenant's events are handled in
-	// stream order (strict per-endpoint ordering depends on it), different
-	// tenants in parallel.
+	return runLanes(ctx, cons, durable, workers, func(ctx context.Context, batch []jetstream.Msg) {
+		handleBatch(ctx, batch, durable, logger, handle)
+	})
+}
+
+// runLanes feeds the consumer's messages to one lane per worker, chosen by
+// tenant, so a tenant's messages are handled in stream order (strict
+// per-endpoint ordering and the audit chain depend on it) and different tenants
+// in parallel. Each lane hands handle whatever is waiting, so one transaction
+// covers many messages when the stream is busy. It returns when ctx ends.
+func runLanes(ctx context.Context, cons jetstream.Consumer, durable string, workers int,
+	handle func(context.Context, []jetstream.Msg),
+) error {
 	lanes := make([]chan jetstream.Msg, workers)
 	for i := range lanes {
 		lanes[i] = make(chan jetstream.Msg, maxBatch)
@@ -83,8 +93,6 @@ func consumeOnce(ctx context.Context, b *bus.Bus, durable string, workers int, l
 				case <-ctx.Done():
 					return
 				case m := <-msgs:
-					// Take whatever else is waiting, so one transaction covers many
-					// events when the stream is busy.
 					batch := []jetstream.Msg{m}
 				fill:
 					for len(batch) < maxBatch {
@@ -95,7 +103,7 @@ func consumeOnce(ctx context.Context, b *bus.Bus, durable string, workers int, l
 							break fill
 						}
 					}
-					handleBatch(ctx, batch, durable, logger, handle)
+					handle(ctx, batch)
 				}
 			}
 		})
@@ -106,10 +114,11 @@ func consumeOnce(ctx context.Context, b *bus.Bus, durable string, workers int, l
 	return nil
 }
 
-// laneOf picks the worker of a subject's tenant (manushya.<tenant>.<type>).
+// laneOf picks the worker of a subject's tenant (manushya.<tenant>.<type>, or
+// audit.<tenant>).
 func laneOf(subject string, n int) int {
 	tenant := subject
-	if parts := strings.SplitN(subject, ".", 3); len(parts) == 3 {
+	if parts := strings.SplitN(subject, ".", 3); len(parts) >= 2 {
 		tenant = parts[1]
 	}
 	h := fnv.New32a()

@@ -1,6 +1,7 @@
 package webhooks
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"strings"
@@ -45,8 +46,8 @@ func eventToProto(r sqlc.WebhooksEvent) (*eventsv1.Event, error) {
 }
 
 // endpointToProto never includes the secret.
-func (s *Service) endpointToProto(r sqlc.WebhooksEndpoint) (*webhooksv1.Webhook, error) {
-	h, err := s.customHeaders(r)
+func (s *Service) endpointToProto(ctx context.Context, r sqlc.WebhooksEndpoint) (*webhooksv1.Webhook, error) {
+	h, err := s.customHeaders(ctx, r)
 	if err != nil {
 		return nil, apierr.Internal(err)
 	}

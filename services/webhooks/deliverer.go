@@ -62,6 +62,7 @@ type deliverer struct {
 	eps     map[uuid.UUID]*endpointQueue
 	wg      sync.WaitGroup
 	running atomic.Bool
+	metrics *deliveryMetrics // nil: not exported
 }
 
 func newDeliverer(s *Service, policy addressPolicy) *deliverer {
@@ -421,8 +422,8 @@ func (r result) success() bool {
 
 // signingKeys returns the endpoint's current key and, during a rotation overlap,
 // the previous one.
-func (s *Service) signingKeys(ep sqlc.WebhooksEndpoint) ([][]byte, error) {
-	cur, err := s.sealer.Open(ep.Secret, ep.ID[:])
+func (s *Service) signingKeys(ctx context.Context, ep sqlc.WebhooksEndpoint) ([][]byte, error) {
+	cur, err := s.sealer.Open(ctx, secretRef(ep.TenantID, ep.ID), ep.Secret)
 	if err != nil {
 		return nil, fmt.Errorf("open webhook secret: %w", err)
 	}
@@ -432,7 +433,7 @@ func (s *Service) signingKeys(ep sqlc.WebhooksEndpoint) ([][]byte, error) {
 	}
 	keys := [][]byte{k}
 	if len(ep.PreviousSecret) > 0 && ep.PreviousSecretExpireTime != nil && ep.PreviousSecretExpireTime.After(s.now()) {
-		prev, err := s.sealer.Open(ep.PreviousSecret, ep.ID[:])
+		prev, err := s.sealer.Open(ctx, secretRef(ep.TenantID, ep.ID), ep.PreviousSecret)
 		if err != nil {
 			return nil, fmt.Errorf("open previous webhook secret: %w", err)
 		}
@@ -446,11 +447,11 @@ func (s *Service) signingKeys(ep sqlc.WebhooksEndpoint) ([][]byte, error) {
 }
 
 // customHeaders opens the endpoint's extra headers.
-func (s *Service) customHeaders(ep sqlc.WebhooksEndpoint) (map[string]string, error) {
+func (s *Service) customHeaders(ctx context.Context, ep sqlc.WebhooksEndpoint) (map[string]string, error) {
 	if len(ep.Headers) == 0 {
 		return nil, nil
 	}
-	raw, err := s.sealer.Open(ep.Headers, ep.ID[:])
+	raw, err := s.sealer.Open(ctx, headersRef(ep.TenantID, ep.ID), ep.Headers)
 	if err != nil {
 		return nil, fmt.Errorf("open webhook headers: %w", err)
 	}
@@ -466,11 +467,11 @@ const userAgent = "Manushya-Webhooks/1"
 // send POSTs body to the endpoint, signed, and returns the attempt. Transport
 // failures are attempts too; err is only for problems on our side.
 func (d *deliverer) send(ctx context.Context, ep sqlc.WebhooksEndpoint, msgID string, body []byte) (result, error) {
-	keys, err := d.s.signingKeys(ep)
+	keys, err := d.s.signingKeys(ctx, ep)
 	if err != nil {
 		return result{}, err
 	}
-	custom, err := d.s.customHeaders(ep)
+	custom, err := d.s.customHeaders(ctx, ep)
 	if err != nil {
 		return result{}, err
 	}
@@ -593,7 +594,9 @@ func (d *deliverer) record(ctx context.Context, ep sqlc.WebhooksEndpoint, dl sql
 	n := dl.AttemptCount + 1
 	now := s.now()
 	wake := false
+	final := ""
 	err := s.store.InTenant(ctx, dl.TenantID, func(tx *store.Tx) error {
+		final = "" // a retried transaction starts over
 		if err := tx.RelaxCommit(ctx); err != nil {
 			return err
 		}
@@ -605,7 +608,7 @@ func (d *deliverer) record(ctx context.Context, ep sqlc.WebhooksEndpoint, dl sql
 		}
 		switch {
 		case res.success():
-			fin.Status = statusSucceeded
+			fin.Status, final = statusSucceeded, finalSucceeded
 			if ep.FailingSince != nil {
 				if err := tx.MarkEndpointHealthy(ctx, ep.ID); err != nil {
 					return err
@@ -615,7 +618,7 @@ func (d *deliverer) record(ctx context.Context, ep sqlc.WebhooksEndpoint, dl sql
 				ID: dl.ID, AttemptCount: n, LastStatusCode: a.GetResponseStatusCode(), LastAttemptTime: now,
 			})
 		case a.GetResponseStatusCode() == http.StatusGone:
-			fin.Status = statusFailed
+			fin.Status, final = statusFailed, finalFailed
 			if err := tx.FinishAttempt(ctx, fin); err != nil {
 				return err
 			}
@@ -626,14 +629,14 @@ func (d *deliverer) record(ctx context.Context, ep sqlc.WebhooksEndpoint, dl sql
 			return err
 		}
 		if since != nil && now.Sub(*since) >= s.cfg.DisableAfter {
-			fin.Status = statusFailed
+			fin.Status, final = statusFailed, finalFailed
 			if err := tx.FinishAttempt(ctx, fin); err != nil {
 				return err
 			}
 			return s.disable(ctx, tx, ep, webhooksv1.WebhookDisabledReason_WEBHOOK_DISABLED_REASON_FAILING, since)
 		}
 		if int(n) >= len(s.cfg.RetrySchedule) {
-			fin.Status = statusDead
+			fin.Status, final = statusDead, finalDead
 			if err := tx.FinishAttempt(ctx, fin); err != nil {
 				return err
 			}
@@ -651,6 +654,7 @@ func (d *deliverer) record(ctx context.Context, ep sqlc.WebhooksEndpoint, dl sql
 		s.forgetPartitions() // in case another replica dropped the day's partition
 		return fmt.Errorf("record attempt: %w", err)
 	}
+	d.metrics.observe(res, final)
 	if wake {
 		d.wake()
 	}

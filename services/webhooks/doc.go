@@ -10,6 +10,11 @@
 // stream order (one lane per tenant hash), batching a lane's waiting messages into
 // one transaction.
 //
+// Audit. Every process publishes audit records (mutating requests, sign-ins,
+// token refreshes, policy decisions; pkg/audit) to the AUDIT stream; the durable
+// consumer "audit-records" appends them to the tenant's chain, skipping record ids
+// already there, so a redelivery never appends twice.
+//
 // Delivery. A delivery row holds the exact body POSTed; its queue row
 // (webhooks.delivery_queue, ids and times only, no RLS) carries next_attempt_time
 // and a lease. The dispatcher leases new deliveries as it creates them and hands
@@ -34,10 +39,11 @@
 // create and update.
 //
 // Secrets. The whsec_ secret is returned only by CreateWebhook and
-// RotateWebhookSecret, never logged, and stored through a Sealer (AES-256-GCM
-// under Config.SecretKey, bound to the webhook id; unsealed when no key is
-// configured). Field-level envelope encryption replaces it via Deps.Sealer.
-// Custom header values are sealed the same way and redacted in the attempt log.
+// RotateWebhookSecret, never logged, and always stored sealed by the keyring
+// (Deps.Keyring: envelope encryption under the tenant's data key, bound to the
+// webhook's row). Values from before the keyring (plain, or AES-GCM under
+// Config.SecretKey) still open and are re-sealed by the keyring's job. Custom
+// header values are sealed the same way and redacted in the attempt log.
 //
 // Retention. Events and attempts live in day partitions created on demand by a
 // SECURITY DEFINER function (the app role cannot create tables) and dropped whole

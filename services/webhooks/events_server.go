@@ -16,6 +16,7 @@ import (
 	"github.com/manushya-ai/manushya/pkg/bus"
 	"github.com/manushya-ai/manushya/pkg/pagination"
 	eventsv1 "github.com/manushya-ai/manushya/pkg/pb/manushya/events/v1"
+	"github.com/manushya-ai/manushya/pkg/telemetry"
 	"github.com/manushya-ai/manushya/services/webhooks/store"
 	"github.com/manushya-ai/manushya/services/webhooks/store/sqlc"
 )
@@ -284,7 +285,7 @@ func (s *eventServer) SendTestEvent(ctx context.Context, req *eventsv1.SendTestE
 		// Stored here, marked as a test, before the event store consumer sees it.
 		if _, err := tx.InsertEvent(ctx, sqlc.InsertEventParams{
 			ID: id, TenantID: tenant, Type: ev.Type, Source: ev.Source, Subject: ev.Subject, IdentityID: identity,
-			Test: true, EventTime: ev.Time, Data: data,
+			RequestID: telemetry.RequestID(ctx), Test: true, EventTime: ev.Time, Data: data,
 		}); err != nil {
 			return err
 		}

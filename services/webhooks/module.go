@@ -37,9 +37,9 @@ func DefaultRetrySchedule() []time.Duration {
 
 // Config is the webhooks service's own configuration. Zero values take the defaults.
 type Config struct {
-	// SecretKey, base64 of 32 bytes, seals signing secrets and custom headers with
-	// AES-256-GCM. Empty stores them unsealed (they are still never returned after
-	// create or rotate).
+	// SecretKey, base64 of 32 bytes, is the key signing secrets and custom headers
+	// were sealed under before the keyring (webhooks.secret_key); it only opens those
+	// older values now, until the re-encryption job has re-sealed them.
 	SecretKey string
 	// AllowedAddresses are CIDRs or IPs deliveries may reach although they are
 	// private or loopback (e.g. "127.0.0.0/8" for `manushya dev` and tests).
@@ -111,14 +111,14 @@ type Deps struct {
 	// Dial returns a client connection to another service by name ("identity",
 	// "embedding", ...): in-process or remote, the same gRPC path.
 	Dial func(service string) (grpc.ClientConnInterface, error)
-	// Sealer overrides the sealer chosen from Config.SecretKey (envelope encryption).
-	Sealer Sealer
+	// Keyring seals signing secrets and custom headers under the tenant's data key
+	// (envelope encryption, pkg/keyring). Required: secrets are never stored plain.
+	Keyring Sealer
 }
 
 // Module is the webhooks service as a unit of the binary.
 type Module struct {
 	svc     *Service
-	auditQ  chan AuditRecord
 	bus     *bus.Bus
 	relay   *outbox.Relay
 	workers *worker.Group
@@ -134,18 +134,20 @@ func New(cfg Config, deps Deps) (*Module, error) {
 	}
 	cfg = cfg.withDefaults()
 	logger := deps.Logger.With("service", "webhooks")
-	sealer := deps.Sealer
+	sealer := deps.Keyring
 	if sealer == nil {
-		sealer = PlainSealer{}
-		if cfg.SecretKey != "" {
-			key, err := base64.StdEncoding.DecodeString(cfg.SecretKey)
-			if err != nil {
-				return nil, fmt.Errorf("webhooks.secret_key: not base64: %w", err)
-			}
-			if sealer, err = NewAESGCMSealer(key); err != nil {
-				return nil, err
-			}
+		return nil, errors.New("webhooks: a keyring is required (secrets are always sealed)")
+	}
+	var legacyKey []byte
+	if cfg.SecretKey != "" {
+		key, err := base64.StdEncoding.DecodeString(cfg.SecretKey)
+		if err != nil {
+			return nil, fmt.Errorf("webhooks.secret_key: not base64: %w", err)
 		}
+		legacyKey = key
+	}
+	if err := registerFields(sealer, legacyKey); err != nil {
+		return nil, fmt.Errorf("webhooks: %w", err)
 	}
 	allow, err := parseAllowlist(cfg.AllowedAddresses)
 	if err != nil {
@@ -156,7 +158,10 @@ func New(cfg Config, deps Deps) (*Module, error) {
 		parts: map[string]bool{}, policy: addressPolicy{allow: allow}, bus: deps.Bus,
 	}
 	svc.deliverer = newDeliverer(svc, svc.policy)
-	m := &Module{svc: svc, bus: deps.Bus, workers: worker.NewGroup(logger), auditQ: make(chan AuditRecord, auditQueueSize)}
+	if svc.deliverer.metrics, err = newDeliveryMetrics(deps.Registerer); err != nil {
+		return nil, fmt.Errorf("webhooks: %w", err)
+	}
+	m := &Module{svc: svc, bus: deps.Bus, workers: worker.NewGroup(logger)}
 	if deps.Bus != nil {
 		m.relay = outbox.NewRelay(deps.Pool, deps.Bus.JS, Schema, logger, outbox.WithRegisterer(deps.Registerer))
 	}
@@ -173,9 +178,8 @@ func (m *Module) Register(s grpc.ServiceRegistrar) {
 // Service exposes the domain logic (tests, benchmarks).
 func (m *Module) Service() *Service { return m.svc }
 
-// Start launches the outbox relay, the event store, audit writer and dispatcher
-// consumers, the
-// delivery scheduler and the retention loop.
+// Start launches the outbox relay, the event store, audit writer, audit record
+// writer and dispatcher consumers, the delivery scheduler and the retention loop.
 func (m *Module) Start(ctx context.Context) error {
 	s := m.svc
 	if s.store.Pool() == nil {
@@ -191,12 +195,16 @@ func (m *Module) Start(ctx context.Context) error {
 		m.workers.Go(ctx, "audit writer", func(ctx context.Context) error {
 			return consume(ctx, m.bus, ConsumerAudit, s.cfg.ConsumerWorkers, s.logger, s.auditEvents)
 		})
+		// Requests, sign-ins and authorization decisions of every process, from the
+		// audit stream (pkg/audit).
+		m.workers.Go(ctx, "audit record writer", func(ctx context.Context) error {
+			return s.consumeAuditRecords(ctx, m.bus, s.cfg.ConsumerWorkers)
+		})
 		m.workers.Go(ctx, "webhook dispatcher", func(ctx context.Context) error {
 			return consume(ctx, m.bus, ConsumerDispatcher, s.cfg.ConsumerWorkers, s.logger, s.dispatchEvents)
 		})
 	}
 	m.workers.Go(ctx, "webhook delivery scheduler", s.deliverer.run)
-	m.workers.Go(ctx, "request audit writer", m.auditRequestWriter)
 	m.workers.Go(ctx, "webhooks retention", s.retentionLoop)
 	return nil
 }

@@ -59,10 +59,14 @@ func (s *Service) recordEvent(ctx context.Context, tx *store.Tx, tenant uuid.UUI
 	if err != nil {
 		return fmt.Errorf("%w: id %q", errPermanent, ev.ID)
 	}
+	// The identity is the event's actor. Events without one that are about an
+	// identity (a sign-in, which has no principal yet; identity changes made by
+	// the system) are filed under that identity, so listing by identity finds
+	// them.
 	var identity *uuid.UUID
-	if strings.HasPrefix(ev.Type, "identity.") {
-		// bus.Event carries no actor yet; identity events are attributed to the
-		// identity they are about until it does.
+	if u, err := uuid.Parse(ev.ActorID); err == nil {
+		identity = &u
+	} else if ev.ActorID == "" && (strings.HasPrefix(ev.Type, "identity.") || strings.HasPrefix(ev.Type, "auth.")) {
 		if u, err := uuid.Parse(ev.Subject); err == nil {
 			identity = &u
 		}
@@ -76,7 +80,7 @@ func (s *Service) recordEvent(ctx context.Context, tx *store.Tx, tenant uuid.UUI
 	}
 	_, err = tx.InsertEvent(ctx, sqlc.InsertEventParams{
 		ID: id, TenantID: tenant, Type: ev.Type, Source: ev.Source, Subject: ev.Subject,
-		IdentityID: identity, Test: ev.Type == "webhook.test",
+		IdentityID: identity, RequestID: ev.RequestID, Test: ev.Type == "webhook.test",
 		EventTime: ev.Time, Data: data,
 	})
 	return err

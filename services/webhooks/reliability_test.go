@@ -219,7 +219,7 @@ func TestRetriesResumeAfterRestart(t *testing.T) {
 	fail.Store(false)
 
 	mod, err := webhooks.New(webhooks.Config{AllowedAddresses: []string{"127.0.0.0/8"}, PollInterval: 20 * time.Millisecond,
-		RetrySchedule: []time.Duration{0, 500 * time.Millisecond, time.Second}}, webhooks.Deps{Pool: b.db.Pool})
+		RetrySchedule: []time.Duration{0, 500 * time.Millisecond, time.Second}}, webhooks.Deps{Pool: b.db.Pool, Keyring: b.keyring})
 	require.NoError(t, err)
 	require.NoError(t, mod.Start(t.Context()))
 	t.Cleanup(func() { _ = mod.Stop(t.Context()) })

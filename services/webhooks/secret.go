@@ -12,6 +12,10 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/manushya-ai/manushya/pkg/keyring"
 )
 
 // secretPrefix starts every signing secret, as in the Standard Webhooks libraries.
@@ -20,25 +24,63 @@ const secretPrefix = "whsec_"
 // secretBytes is the length of the HMAC key behind a secret.
 const secretBytes = 32
 
-// Sealer protects values at rest (signing secrets, custom headers). aad binds the
-// sealed value to its row so a ciphertext cannot be moved to another webhook.
-// Field-level envelope encryption plugs in here; the default is AESGCMSealer
-// when Config.SecretKey is set, else PlainSealer.
-type Sealer interface {
-	Seal(plaintext, aad []byte) ([]byte, error)
-	Open(sealed, aad []byte) ([]byte, error)
+// Sealer protects values at rest (signing secrets, custom headers) with envelope
+// encryption under the tenant's data key (pkg/keyring), bound to the field and the
+// webhook's row so a ciphertext cannot be moved to another webhook or tenant.
+type Sealer = keyring.Sealer
+
+// The sealed fields. The names are bound into every ciphertext: never rename them.
+// A secret and its previous secret share one name because rotation moves the value
+// from one column to the other.
+const (
+	fieldSecret  = "webhooks.endpoints.secret"
+	fieldHeaders = "webhooks.endpoints.headers"
+)
+
+func secretRef(tenant, id uuid.UUID) keyring.Ref {
+	return keyring.Ref{Field: fieldSecret, Scope: keyring.Tenant(tenant), Row: id[:]}
 }
 
-// PlainSealer stores values as they are, marked with a version byte so a real
-// sealer can recognise and re-seal them later.
+func headersRef(tenant, id uuid.UUID) keyring.Ref {
+	return keyring.Ref{Field: fieldHeaders, Scope: keyring.Tenant(tenant), Row: id[:]}
+}
+
+// registerFields declares the sealed columns to the keyring. Values written before
+// it (version byte 0: stored plain when webhooks.secret_key was unset; 1: AES-GCM
+// under webhooks.secret_key) still open, and the re-encryption job re-seals them.
+func registerFields(kr Sealer, legacyKey []byte) error {
+	var aes *AESGCMSealer
+	if legacyKey != nil {
+		var err error
+		if aes, err = NewAESGCMSealer(legacyKey); err != nil {
+			return err
+		}
+	}
+	legacy := func(ref keyring.Ref, sealed []byte) ([]byte, error) {
+		switch {
+		case len(sealed) > 0 && sealed[0] == 0:
+			return PlainSealer{}.Open(sealed, ref.Row)
+		case len(sealed) > 0 && sealed[0] == 1 && aes != nil:
+			return aes.Open(sealed, ref.Row)
+		}
+		return nil, keyring.ErrOpen
+	}
+	f := func(name, column string) keyring.Field {
+		return keyring.Field{Name: name, Table: "webhooks.endpoints", Column: column, Key: "id", Tenant: "tenant_id", Legacy: legacy}
+	}
+	return kr.Register(f(fieldSecret, "secret"), f(fieldSecret, "previous_secret"), f(fieldHeaders, "headers"))
+}
+
+// PlainSealer is the format of values stored before the keyring when no
+// webhooks.secret_key was set: a 0 byte, then the value. Only read now.
 type PlainSealer struct{}
 
-// Seal implements Sealer.
+// Seal implements the older format (tests of the migration use it).
 func (PlainSealer) Seal(plaintext, _ []byte) ([]byte, error) {
 	return append([]byte{0}, plaintext...), nil
 }
 
-// Open implements Sealer.
+// Open implements the older format.
 func (PlainSealer) Open(sealed, _ []byte) ([]byte, error) {
 	if len(sealed) == 0 || sealed[0] != 0 {
 		return nil, errors.New("open: value is not plain-sealed")
@@ -46,7 +88,8 @@ func (PlainSealer) Open(sealed, _ []byte) ([]byte, error) {
 	return sealed[1:], nil
 }
 
-// AESGCMSealer seals with AES-256-GCM under one key: version byte 1, nonce, ciphertext.
+// AESGCMSealer is the format of values sealed before the keyring under
+// webhooks.secret_key: version byte 1, nonce, AES-256-GCM ciphertext. Only read now.
 type AESGCMSealer struct{ aead cipher.AEAD }
 
 // NewAESGCMSealer returns a sealer keyed by a 32-byte key.

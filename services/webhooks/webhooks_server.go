@@ -86,7 +86,7 @@ func checkHeaders(h map[string]string) error {
 	return nil
 }
 
-func (s *Service) sealHeaders(id uuid.UUID, h map[string]string) ([]byte, error) {
+func (s *Service) sealHeaders(ctx context.Context, tenant, id uuid.UUID, h map[string]string) ([]byte, error) {
 	if len(h) == 0 {
 		return nil, nil
 	}
@@ -94,7 +94,7 @@ func (s *Service) sealHeaders(id uuid.UUID, h map[string]string) ([]byte, error)
 	if err != nil {
 		return nil, apierr.Internal(err)
 	}
-	return s.sealer.Seal(raw, id[:])
+	return s.sealer.Seal(ctx, headersRef(tenant, id), raw)
 }
 
 func (s *webhookServer) CreateWebhook(ctx context.Context, req *webhooksv1.CreateWebhookRequest) (*webhooksv1.CreateWebhookResponse, error) {
@@ -122,11 +122,11 @@ func (s *webhookServer) CreateWebhook(ctx context.Context, req *webhooksv1.Creat
 	if err != nil {
 		return nil, apierr.Internal(err)
 	}
-	sealed, err := s.svc.sealer.Seal([]byte(secret), id[:])
+	sealed, err := s.svc.sealer.Seal(ctx, secretRef(tenant, id), []byte(secret))
 	if err != nil {
 		return nil, apierr.Internal(err)
 	}
-	headers, err := s.svc.sealHeaders(id, req.GetHeaders())
+	headers, err := s.svc.sealHeaders(ctx, tenant, id, req.GetHeaders())
 	if err != nil {
 		return nil, apierr.Internal(err)
 	}
@@ -147,7 +147,7 @@ func (s *webhookServer) CreateWebhook(ctx context.Context, req *webhooksv1.Creat
 	if err != nil {
 		return nil, err
 	}
-	w, err := s.svc.endpointToProto(row)
+	w, err := s.svc.endpointToProto(ctx, row)
 	if err != nil {
 		return nil, err
 	}
@@ -180,7 +180,7 @@ func (s *webhookServer) GetWebhook(ctx context.Context, req *webhooksv1.GetWebho
 	if err != nil {
 		return nil, err
 	}
-	w, err := s.svc.endpointToProto(row)
+	w, err := s.svc.endpointToProto(ctx, row)
 	if err != nil {
 		return nil, err
 	}
@@ -225,7 +225,7 @@ func (s *webhookServer) ListWebhooks(ctx context.Context, req *webhooksv1.ListWe
 		resp.NextPageToken = encodeCursor(last.CreateTime, last.ID, fp)
 	}
 	for _, r := range rows {
-		w, err := s.svc.endpointToProto(r)
+		w, err := s.svc.endpointToProto(ctx, r)
 		if err != nil {
 			return nil, err
 		}
@@ -294,7 +294,7 @@ func (s *webhookServer) UpdateWebhook(ctx context.Context, req *webhooksv1.Updat
 				if err := checkHeaders(in.GetHeaders()); err != nil {
 					return err
 				}
-				if p.Headers, err = s.svc.sealHeaders(id, in.GetHeaders()); err != nil {
+				if p.Headers, err = s.svc.sealHeaders(ctx, tenant, id, in.GetHeaders()); err != nil {
 					return err
 				}
 			case "rate_limit_per_second":
@@ -314,7 +314,7 @@ func (s *webhookServer) UpdateWebhook(ctx context.Context, req *webhooksv1.Updat
 	if err != nil {
 		return nil, err
 	}
-	w, err := s.svc.endpointToProto(row)
+	w, err := s.svc.endpointToProto(ctx, row)
 	if err != nil {
 		return nil, err
 	}
@@ -357,7 +357,7 @@ func (s *webhookServer) RotateWebhookSecret(ctx context.Context, req *webhooksv1
 	if err != nil {
 		return nil, apierr.Internal(err)
 	}
-	sealed, err := s.svc.sealer.Seal([]byte(secret), id[:])
+	sealed, err := s.svc.sealer.Seal(ctx, secretRef(tenant, id), []byte(secret))
 	if err != nil {
 		return nil, apierr.Internal(err)
 	}
@@ -371,7 +371,7 @@ func (s *webhookServer) RotateWebhookSecret(ctx context.Context, req *webhooksv1
 	if err != nil {
 		return nil, err
 	}
-	w, err := s.svc.endpointToProto(row)
+	w, err := s.svc.endpointToProto(ctx, row)
 	if err != nil {
 		return nil, err
 	}

@@ -26,6 +26,8 @@ import (
 	"github.com/manushya-ai/manushya/pkg/auth"
 	"github.com/manushya-ai/manushya/pkg/bus"
 	"github.com/manushya-ai/manushya/pkg/grpcserver"
+	"github.com/manushya-ai/manushya/pkg/keyring"
+	"github.com/manushya-ai/manushya/pkg/keyring/keyringtest"
 	eventsv1 "github.com/manushya-ai/manushya/pkg/pb/manushya/events/v1"
 	webhooksv1 "github.com/manushya-ai/manushya/pkg/pb/manushya/webhooks/v1"
 	"github.com/manushya-ai/manushya/pkg/postgres"
@@ -48,13 +50,14 @@ type testBundle struct {
 	addr     string
 	nats     *bus.Embedded
 	natsDir  string
+	keyring  *keyring.Keyring
 }
 
 // setup runs the webhooks module against a fresh database and an embedded NATS,
 // with a retry schedule short enough for tests.
 func setup(t testing.TB, tweak ...func(*webhooks.Config)) *testBundle {
 	t.Helper()
-	db := pgtest.New(t, webhooks.Migrations())
+	db := pgtest.New(t, webhooks.Migrations(), keyring.Migrations())
 	natsDir := t.TempDir()
 	srvNATS, err := bus.StartEmbedded(natsDir, -1)
 	require.NoError(t, err)
@@ -79,7 +82,8 @@ func setup(t testing.TB, tweak ...func(*webhooks.Config)) *testBundle {
 	pool, err := postgres.Connect(t.Context(), db.AppURL, postgres.WithMaxConns(64))
 	require.NoError(t, err)
 	t.Cleanup(pool.Close)
-	mod, err := webhooks.New(cfg, webhooks.Deps{Pool: pool, Bus: b, Logger: slog.New(slog.DiscardHandler)})
+	kr := keyringtest.New(t, pool, keyringtest.Tenants(uuid.MustParse(tenantA), uuid.MustParse(tenantB)))
+	mod, err := webhooks.New(cfg, webhooks.Deps{Pool: pool, Bus: b, Logger: slog.New(slog.DiscardHandler), Keyring: kr})
 	require.NoError(t, err)
 	srv, err := grpcserver.New(grpcserver.Options{Logger: slog.New(slog.DiscardHandler), Authenticator: auth.AuthenticatorFunc(authenticate)})
 	require.NoError(t, err)
@@ -96,7 +100,7 @@ func setup(t testing.TB, tweak ...func(*webhooks.Config)) *testBundle {
 	stop := func() { once.Do(func() { _ = mod.Stop(context.Background()) }) }
 	t.Cleanup(stop)
 	return &testBundle{
-		db: db, bus: b, mod: mod, stopOnce: stop, addr: lis.Addr().String(),
+		db: db, bus: b, mod: mod, stopOnce: stop, addr: lis.Addr().String(), keyring: kr,
 		nats: srvNATS, natsDir: natsDir,
 		hooks: webhooksv1.NewWebhookServiceClient(conn), events: eventsv1.NewEventServiceClient(conn),
 	}

@@ -14,7 +14,6 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/structpb"
 
@@ -145,12 +144,11 @@ func TestAPI(t *testing.T) {
 			},
 		},
 		apitest.Case{
-			// Single sign-on is the SSO issue's; until then its RPCs say so.
-			Name: "unbuilt RPCs name themselves", Method: "/manushya.identity.v1.SsoService/ListSsoProviders", Credential: admin,
-			Request:  &identityv1.ListSsoProvidersRequest{},
-			WantCode: codes.Unimplemented, WantReason: "ERROR_REASON_UNIMPLEMENTED",
-			CheckStatus: func(t testing.TB, st *status.Status) {
-				require.Contains(t, st.Message(), "ListSsoProviders")
+			// Single sign-on: an admin lists the tenant's providers (none yet).
+			Name: "sso providers list", Method: "/manushya.identity.v1.SsoService/ListSsoProviders", Credential: admin,
+			Request: &identityv1.ListSsoProvidersRequest{}, WantCode: codes.OK,
+			Check: func(t testing.TB, resp proto.Message) {
+				require.Empty(t, apitest.As[*identityv1.ListSsoProvidersResponse](t, resp).GetSsoProviders())
 			},
 		},
 	)

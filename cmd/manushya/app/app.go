@@ -20,12 +20,15 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/manushya-ai/manushya/gateway"
+	"github.com/manushya-ai/manushya/pkg/audit"
 	"github.com/manushya-ai/manushya/pkg/auth"
 	"github.com/manushya-ai/manushya/pkg/authz"
 	"github.com/manushya-ai/manushya/pkg/bus"
 	"github.com/manushya-ai/manushya/pkg/config"
 	"github.com/manushya-ai/manushya/pkg/grpcserver"
+	"github.com/manushya-ai/manushya/pkg/keyring"
 	"github.com/manushya-ai/manushya/pkg/kv"
+	"github.com/manushya-ai/manushya/pkg/metering"
 	"github.com/manushya-ai/manushya/pkg/module"
 	identityv1 "github.com/manushya-ai/manushya/pkg/pb/manushya/identity/v1"
 	"github.com/manushya-ai/manushya/pkg/policyengine"
@@ -71,6 +74,7 @@ func services() []serviceDef {
 		{config.ServiceIdentity, identity.Migrations(), func(a *App) (serviceModule, error) {
 			m, err := identity.New(a.identityConfig(), identity.Deps{
 				Logger: a.logger, Pool: a.pool, Bus: a.bus, KV: a.kv, Registerer: a.registry, Dial: a.dialService,
+				Audit: a.auditSink, Keyring: a.keys,
 			})
 			if err == nil {
 				a.identity = m
@@ -78,7 +82,7 @@ func services() []serviceDef {
 			return m, err
 		}},
 		{config.ServiceMemory, memory.Migrations(), func(a *App) (serviceModule, error) {
-			return memory.New(memory.Config{}, memory.Deps{Logger: a.logger, Pool: a.pool, Bus: a.bus, KV: a.kv, Registerer: a.registry, Dial: a.dialService})
+			return memory.New(memory.Config{}, memory.Deps{Logger: a.logger, Pool: a.pool, Bus: a.bus, KV: a.kv, Registerer: a.registry, Dial: a.dialService, Meter: a.meter})
 		}},
 		{config.ServiceEmbedding, embedding.Migrations(), func(a *App) (serviceModule, error) {
 			providers, err := embedding.ParseProviders(a.cfg.Embedding.Providers)
@@ -101,11 +105,7 @@ func services() []serviceDef {
 				allowed = append(slices.Clone(allowed), "127.0.0.0/8", "::1")
 			}
 			m, err := webhooks.New(webhooks.Config{SecretKey: a.cfg.Webhooks.SecretKey, AllowedAddresses: allowed},
-				webhooks.Deps{Logger: a.logger, Pool: a.pool, Bus: a.bus, KV: a.kv, Registerer: a.registry, Dial: a.dialService})
-			if err == nil {
-				// Mutating requests of every service in this process reach the audit log.
-				a.audit.set(m.AuditInterceptor())
-			}
+				webhooks.Deps{Logger: a.logger, Pool: a.pool, Bus: a.bus, KV: a.kv, Registerer: a.registry, Dial: a.dialService, Keyring: a.keys})
 			return m, err
 		}},
 		{config.ServiceUsage, usage.Migrations(), func(a *App) (serviceModule, error) {
@@ -135,6 +135,16 @@ func (a *App) identityConfig() identity.Config {
 			},
 		},
 	}
+	cfg.SSO = identity.SSOConfig{
+		CallbackBaseURL: c.SSO.CallbackBaseURL, DefaultTenant: c.SSO.DefaultTenant, AllowedAddresses: c.SSO.AllowedAddresses,
+	}
+	if cfg.SSO.CallbackBaseURL == "" {
+		cfg.SSO.CallbackBaseURL = "http://" + c.HTTP.Addr
+	}
+	if a.mode == config.ModeDev {
+		// A local identity provider (Keycloak, Dex) is what developers test against.
+		cfg.SSO.AllowedAddresses = append(slices.Clone(cfg.SSO.AllowedAddresses), "127.0.0.0/8", "::1/128")
+	}
 	if c.SMTP.Host == "" && a.mode == config.ModeDev {
 		// Without a mail server, dev writes the accept link (token included) to the
 		// log, so invitations can be tried locally.
@@ -149,7 +159,7 @@ func AllMigrations() []postgres.Migrations {
 	for _, s := range services() {
 		sets = append(sets, s.migrations)
 	}
-	return sets
+	return append(sets, keyring.Migrations())
 }
 
 // App is one manushya process.
@@ -174,9 +184,11 @@ type App struct {
 	services    *auth.ServiceSigner // signs and verifies service-to-service calls
 	limiter     *ratelimit.Limiter
 	limits      lateLimiter
-	audit       lateInterceptor // the webhooks service's audit of mutating requests
+	auditSink   *audit.BusSink  // audit records of this process, published to the AUDIT stream
+	meter       *metering.Meter // usage of this process: api.request of served calls, memory.search
 	policyAuthz *policyengine.Authorizer
 	identity    *identity.Module
+	keys        *keyring.Keyring // field-level encryption (keyring.go)
 	conns       []*grpc.ClientConn
 
 	connMu       sync.Mutex
@@ -200,18 +212,21 @@ func New(cfg *config.Config, mode string, logger *slog.Logger) *App {
 		ready: make(chan struct{}), revoked: auth.NewRevocations(),
 		services: auth.NewServiceSigner(cfg.Auth.APIKeyPepper),
 	}
+	a.auditSink = audit.NewBusSink(audit.BusSinkOptions{Logger: logger, Registerer: a.registry})
+	a.meter = metering.New(metering.Options{Logger: logger, Registerer: a.registry})
 	a.background, a.stopBackground = context.WithCancel(context.Background())
 	a.manager = module.NewManager(logger, module.WithStopTimeout(cfg.HTTP.ShutdownTimeout))
 	a.manager.Register(module.Definition{Name: modDatabase, Hidden: true, Init: a.initDatabase})
 	a.manager.Register(module.Definition{Name: modBus, Hidden: true, Init: a.initBus})
 	a.manager.Register(module.Definition{Name: modKV, Hidden: true, Init: a.initKV})
 	a.manager.Register(module.Definition{Name: modServer, Hidden: true, Init: a.initServer})
+	a.manager.Register(module.Definition{Name: modKeyring, Hidden: true, Deps: []string{modDatabase}, Init: a.initKeyring})
 	a.manager.Register(module.Definition{
 		Name: modLimits, Hidden: true, Deps: []string{modDatabase, modBus, modKV, modServer}, Init: a.initLimits,
 	})
 	for _, s := range services() {
 		a.manager.Register(module.Definition{
-			Name: s.name, Deps: []string{modDatabase, modBus, modKV, modServer, modLimits},
+			Name: s.name, Deps: []string{modDatabase, modBus, modKV, modServer, modLimits, modKeyring},
 			Init: func(context.Context) (module.Service, error) {
 				m, err := s.build(a)
 				if err != nil {
@@ -265,6 +280,9 @@ func (a *App) initDatabase(ctx context.Context) (module.Service, error) {
 			sets = append(sets, s.migrations)
 		}
 	}
+	if a.runs(modKeyring) {
+		sets = append(sets, keyring.Migrations())
+	}
 	if a.mode == config.ModeDev {
 		migrateURL := a.cfg.Database.MigrateURL
 		if migrateURL == "" {
@@ -311,8 +329,24 @@ func (a *App) initBus(ctx context.Context) (module.Service, error) {
 		a.stopEmbedded()
 		return nil, err
 	}
+	if _, err := b.EnsureAuditStream(ctx); err != nil {
+		b.Close()
+		a.stopEmbedded()
+		return nil, err
+	}
 	a.bus = b
-	return module.Funcs{StopFunc: func(context.Context) error {
+	// Audit records of this process (requests, sign-ins, authorization
+	// decisions) go to the audit stream, whatever services run here.
+	a.auditSink.Start(b)
+	a.meter.Start(b.JS)
+	return module.Funcs{StopFunc: func(ctx context.Context) error {
+		// The servers have drained by now: publish what they recorded, then close.
+		if err := a.auditSink.Close(ctx); err != nil {
+			a.logger.Error("audit records not flushed", "err", err)
+		}
+		if err := a.meter.Close(ctx, b.JS); err != nil {
+			a.logger.Error("usage not flushed", "err", err)
+		}
 		b.Close()
 		a.stopEmbedded()
 		return nil
@@ -349,10 +383,17 @@ func (a *App) initServer(context.Context) (module.Service, error) {
 			return policy.NewLoader(a.pool).LoadPolicies(ctx, tenant)
 		}), policyengine.AuthorizerConfig{Options: policyengine.Options{
 		Logger: a.logger, Metrics: policyengine.NewMetrics(a.registry),
-	}})
+	}, OnDecision: audit.DecisionRecorder(a.auditSink), AllowSample: a.cfg.Policy.AuditAllowSample,
+		// Policies may read the caller's claims (acts_for): loaded only then.
+		PrincipalClaims: func(ctx context.Context, tenant, ident string) (map[string]any, error) {
+			if a.pool == nil {
+				return nil, errors.New("no database in this process")
+			}
+			return identity.PrincipalClaims(a.pool)(ctx, tenant, ident)
+		}})
 	srv, err := grpcserver.New(grpcserver.Options{
 		Logger: a.logger, Registerer: a.registry, Authenticator: a.authn, Authorizer: a.policyAuthz,
-		RateLimiter: &a.limits, Observers: []grpc.UnaryServerInterceptor{a.audit.intercept},
+		RateLimiter: &a.limits, Observers: []grpc.UnaryServerInterceptor{audit.UnaryServerInterceptor(a.auditSink), a.meter.UnaryServerInterceptor()},
 		MaxRecvBytes: int(a.cfg.HTTP.MaxBodyBytes) + 64<<10,
 	})
 	if err != nil {
@@ -578,21 +619,6 @@ func (l *lateLimiter) Allow(ctx context.Context, p *auth.Principal, a authz.Acce
 		return c.Allow(ctx, p, a)
 	}
 	return nil
-}
-
-// lateInterceptor lets the server be built before the module whose interceptor it
-// runs; until set, it passes calls through.
-type lateInterceptor struct {
-	v atomic.Pointer[grpc.UnaryServerInterceptor]
-}
-
-func (l *lateInterceptor) set(i grpc.UnaryServerInterceptor) { l.v.Store(&i) }
-
-func (l *lateInterceptor) intercept(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
-	if i := l.v.Load(); i != nil {
-		return (*i)(ctx, req, info, h)
-	}
-	return h(ctx, req)
 }
 
 func (a *App) initGateway(ctx context.Context) (module.Service, error) {

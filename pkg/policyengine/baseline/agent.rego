@@ -1,7 +1,19 @@
-# Agents work with memories; the memory service checks that a memory is theirs or
-# belongs to an identity they act for.
+# Agents work with their own memories: those they own or keep as agent. Before a
+# request's memory is known (the check of the call itself) there is no owner yet,
+# and the memory service keeps the call to the caller's own memories in its
+# queries. A tenant policy may grant more, such as the memories of the identity
+# the agent acts for (input.principal.acts_for).
 package builtin.agent
 
-match := true
+default match := false
 
-reason := "agents work with their own memories"
+match if input.resource.owner_id == ""
+
+match if input.resource.owner_id == input.principal.identity_id
+
+match if {
+	input.principal.identity_id != ""
+	input.resource.attributes.agent_id == input.principal.identity_id
+}
+
+reason := "agents work with their own memories" if match

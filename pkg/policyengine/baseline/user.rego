@@ -1,6 +1,19 @@
-# Users work with memories; the memory service checks that a memory is theirs.
+# Users work with their own memories: those they own or keep as agent. Before a
+# request's memory is known (the check of the call itself) there is no owner yet,
+# and the memory service keeps the call to the caller's own memories in its
+# queries. A tenant policy may grant more, such as the memories of an identity an
+# agent acts for.
 package builtin.user
 
-match := true
+default match := false
 
-reason := "users work with their own memories"
+match if input.resource.owner_id == ""
+
+match if input.resource.owner_id == input.principal.identity_id
+
+match if {
+	input.principal.identity_id != ""
+	input.resource.attributes.agent_id == input.principal.identity_id
+}
+
+reason := "users work with their own memories" if match

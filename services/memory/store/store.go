@@ -192,15 +192,18 @@ func mapErr(err error) error {
 // pgvector settings of a search, set in the same round trip as the tenant:
 // iterative HNSW scans (so filtered searches still fill their limit), the given
 // ef_search, and custom plans (a generic plan of a cached statement cannot see
-// the filter values and picks bad plans for vector queries) and no JIT (vector
-// plans carry high cost estimates, and compiling them costs more than they run).
+// the filter values and picks bad plans for vector queries), no JIT (vector
+// plans carry high cost estimates, and compiling them costs more than they run)
+// and no parallel workers (a search reads a few thousand buffers at most; with
+// many concurrent searches on few cores, launching workers costs more than it
+// saves).
 func (s *Store) InSearch(ctx context.Context, tenantID uuid.UUID, efSearch int, fn func(*Tx) error) error {
 	// The settings travel with BEGIN in one simple-protocol round trip. Both
 	// values are rendered from typed values (a parsed UUID, an int), never from
 	// caller text.
 	begin := fmt.Sprintf(`BEGIN READ ONLY; SELECT set_config('%s', '%s', true), set_config('hnsw.iterative_scan', 'relaxed_order', true),
 set_config('hnsw.ef_search', '%d', true), set_config('plan_cache_mode', 'force_custom_plan', true),
-set_config('jit', 'off', true)`, postgres.TenantSetting, tenantID.String(), efSearch)
+set_config('jit', 'off', true), set_config('max_parallel_workers_per_gather', '0', true)`, postgres.TenantSetting, tenantID.String(), efSearch)
 	tx, err := s.pool.BeginTx(ctx, pgx.TxOptions{BeginQuery: begin})
 	if err != nil {
 		return fmt.Errorf("begin search: %w", err)

@@ -148,13 +148,34 @@ func (s *Store) LoadPolicies(ctx context.Context, tenantID string) ([]policyengi
 	return out, nil
 }
 
-// ToEngine converts a row to the engine's form.
+// ToEngine converts a row to the engine's form. A built-in row takes the shipped
+// source, description and scope (see policyengine.ShippedBaseline): rows written
+// by an earlier version keep only their tenant's priority and enabled flag.
 func ToEngine(r sqlc.PolicyPolicy) policyengine.Policy {
-	return policyengine.Policy{
+	p := policyengine.Policy{
 		ID: r.ID.String(), Name: r.Name, Description: r.Description, Language: policyengine.Language(r.Language),
 		Source: r.Source, Resource: r.Resource, Actions: r.Actions, Effect: policyengine.Effect(r.Effect),
 		Priority: r.Priority, Enabled: r.Enabled, Roles: r.Roles, Version: r.Version, Builtin: r.Builtin,
 	}
+	if r.Builtin {
+		if b, ok := policyengine.ShippedBaseline(r.Name); ok {
+			p.Description, p.Language, p.Source = b.Description, b.Language, b.Source
+			p.Resource, p.Actions, p.Effect, p.Roles = b.Resource, b.Actions, b.Effect, b.Roles
+		}
+	}
+	return p
+}
+
+// Shipped returns r with a built-in's shipped definition (see ToEngine), for
+// answers that show the policy.
+func Shipped(r sqlc.PolicyPolicy) sqlc.PolicyPolicy {
+	if !r.Builtin {
+		return r
+	}
+	p := ToEngine(r)
+	r.Description, r.Language, r.Source = p.Description, string(p.Language), p.Source
+	r.Resource, r.Actions, r.Effect, r.Roles = p.Resource, p.Actions, string(p.Effect), nonNil(p.Roles)
+	return r
 }
 
 func nonNil(ss []string) []string {

@@ -1,12 +1,10 @@
 package store
 
 import (
-	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"slices"
-	"strings"
 	"time"
 
 	"github.com/google/uuid"
@@ -30,9 +28,10 @@ type Event struct {
 }
 
 // ingestSQL stores one tenant's batch: dedup keys first (only events whose key is
-// new go on), then the raw events, then both rollups, each event added to the bucket
-// of its own time, in one statement. Rollup rows are upserted in key order so
-// concurrent batches lock them in the same order.
+// new go on), then the raw events, then the rollups (minute, daily, and the ones the
+// summary reads: per type and day, identity spans, identity activity), each event
+// added to the buckets of its own time, in one statement. Rollup rows are upserted
+// in key order so concurrent batches lock them in the same order.
 const ingestSQL = `WITH input AS (
   SELECT * FROM unnest($2::text[], $3::text[], $4::text[], $5::bigint[], $6::uuid[], $7::timestamptz[], $8::jsonb[])
     AS t(id, source, type, quantity, identity_id, event_time, properties)
@@ -58,8 +57,37 @@ const ingestSQL = `WITH input AS (
   FROM ins GROUP BY 2, 3, 4 ORDER BY 2, 3, 4
   ON CONFLICT (tenant_id, day, type, identity_id) DO UPDATE
   SET quantity = r.quantity + excluded.quantity, event_count = r.event_count + excluded.event_count, update_time = now()
+), type_daily AS (
+  INSERT INTO usage.rollup_type_daily AS r (tenant_id, day, type, quantity, event_count)
+  SELECT $1, (event_time AT TIME ZONE 'UTC')::date, type, sum(quantity), count(*)
+  FROM ins GROUP BY 2, 3 ORDER BY 2, 3
+  ON CONFLICT (tenant_id, day, type) DO UPDATE
+  SET quantity = r.quantity + excluded.quantity, event_count = r.event_count + excluded.event_count, update_time = now()
+), span AS (
+  INSERT INTO usage.rollup_span AS r (tenant_id, level, start_day, type, identity_id, quantity, event_count)
+  SELECT $1, l.level, d.day - ((d.day - date '1970-01-01') % (1 << l.level)), d.type, d.identity_id, sum(d.quantity), count(*)
+  FROM (SELECT (event_time AT TIME ZONE 'UTC')::date AS day, type, identity_id, quantity FROM ins
+        WHERE identity_id <> '00000000-0000-0000-0000-000000000000') d
+  CROSS JOIN generate_series(1, 8) AS l(level)
+  GROUP BY 2, 3, 4, 5 ORDER BY 2, 3, 4, 5
+  ON CONFLICT (tenant_id, level, start_day, type, identity_id) DO UPDATE
+  SET quantity = r.quantity + excluded.quantity, event_count = r.event_count + excluded.event_count
+), activity AS (
+  INSERT INTO usage.identity_activity AS r (tenant_id, year, type, identity_id, days)
+  SELECT $1, extract(year FROM a.d)::integer, t.type, a.identity_id, bit_or(set_bit(` + zeroDays + `, extract(doy FROM a.d)::integer - 1, 1))
+  FROM (SELECT identity_id, type, (event_time AT TIME ZONE 'UTC')::date AS d FROM ins
+        WHERE identity_id <> '00000000-0000-0000-0000-000000000000') a
+  CROSS JOIN LATERAL (VALUES (a.type), ('')) AS t(type)
+  GROUP BY 2, 3, 4 ORDER BY 2, 3, 4
+  ON CONFLICT (tenant_id, year, type, identity_id) DO UPDATE
+  SET days = r.days | excluded.days
+  -- Most batches add days already marked; skip the no-op row versions.
+  WHERE r.days | excluded.days <> r.days
 )
 SELECT source, id FROM ins`
+
+// zeroDays is an empty usage.identity_activity bit string.
+const zeroDays = "repeat('0', 366)::bit(366)"
 
 // Ingest stores events of any tenants in one transaction and reports, per event,
 // whether it was new (false: its (tenant, source, id) was recorded before, or
@@ -265,6 +293,12 @@ func (t *Tx) ListDaily(ctx context.Context, f DailyFilter, after *DailyCursor, l
 	q := `SELECT day, type, ` + identity + ` AS identity_id, ` + sum + `, ` + update + `
 FROM usage.rollup_daily
 WHERE day >= $1 AND day <= $2 AND ($3 = '' OR type = $3) AND ($4::uuid IS NULL OR identity_id = $4)` + group
+	if f.SumIdentities && f.IdentityID == nil {
+		// Summed over identities: the per-type rollup already holds the sums.
+		q = `SELECT day, type, '00000000-0000-0000-0000-000000000000'::uuid AS identity_id, quantity, event_count, update_time
+FROM usage.rollup_type_daily
+WHERE day >= $1 AND day <= $2 AND ($3 = '' OR type = $3) AND $4::uuid IS NULL`
+	}
 	q = `SELECT * FROM (` + q + `) r
 WHERE ($5::date IS NULL OR (day, type, identity_id) > ($5, $6, $7))
 ORDER BY day, type, identity_id LIMIT $8`
@@ -285,91 +319,9 @@ ORDER BY day, type, identity_id LIMIT $8`
 	})
 }
 
-// TypeTotal is the usage of one type over a period, with its top identities.
-type TypeTotal struct {
-	Type       string
-	Quantity   int64
-	EventCount int64
-	Top        []Daily // IdentityID, Quantity, EventCount set
-}
-
-// Summary is the usage of a period, from the daily rollups.
-type Summary struct {
-	Types          []TypeTotal
-	ActiveIdentity int64
-}
-
-// Summarize totals the days [start, end] per type, with the top identities of each
-// and the number of identities with any usage, and the same totals (without top
-// identities) for the days [prevStart, start). Both periods come from one scan of
-// the daily rollups.
-func (t *Tx) Summarize(ctx context.Context, prevStart, start, end time.Time, typ string, top int) (cur, prev Summary, err error) {
-	const q = `WITH per AS (
-  SELECT day >= $2 AS cur, type, identity_id, sum(quantity)::bigint AS q, sum(event_count)::bigint AS n
-  FROM usage.rollup_daily
-  WHERE day >= $1 AND day <= $3 AND ($4 = '' OR type = $4)
-  GROUP BY 1, 2, 3
-), ranked AS (
-  SELECT type, identity_id, q, n, row_number() OVER (PARTITION BY type ORDER BY q DESC, identity_id) AS rn
-  FROM per WHERE cur AND identity_id <> '00000000-0000-0000-0000-000000000000'
-)
-SELECT 't', cur, type, NULL::uuid, sum(q)::bigint, sum(n)::bigint FROM per GROUP BY cur, type
-UNION ALL
-SELECT 'a', cur, '', NULL::uuid, count(DISTINCT identity_id), 0 FROM per
-WHERE identity_id <> '00000000-0000-0000-0000-000000000000' GROUP BY cur
-UNION ALL
-SELECT 'i', true, type, identity_id, q, n FROM ranked WHERE rn <= $5`
-	// A generic plan cannot see how few days of how many the range selects.
-	if _, err := t.tx.Exec(ctx, "SET LOCAL plan_cache_mode = force_custom_plan"); err != nil {
-		return cur, prev, fmt.Errorf("summarize usage: %w", err)
-	}
-	rows, err := t.tx.Query(ctx, q, prevStart, start, end, typ, top)
-	if err != nil {
-		return cur, prev, fmt.Errorf("summarize usage: %w", err)
-	}
-	var (
-		kind     string
-		isCur    bool
-		d        Daily
-		identity *uuid.UUID
-		tops     = map[string][]Daily{}
-	)
-	_, err = pgx.ForEachRow(rows, []any{&kind, &isCur, &d.Type, &identity, &d.Quantity, &d.EventCount}, func() error {
-		s := &prev
-		if isCur {
-			s = &cur
-		}
-		switch kind {
-		case "t":
-			s.Types = append(s.Types, TypeTotal{Type: d.Type, Quantity: d.Quantity, EventCount: d.EventCount})
-		case "a":
-			s.ActiveIdentity = d.Quantity
-		case "i":
-			tops[d.Type] = append(tops[d.Type], Daily{Type: d.Type, IdentityID: *identity, Quantity: d.Quantity, EventCount: d.EventCount})
-		}
-		return nil
-	})
-	if err != nil {
-		return cur, prev, fmt.Errorf("summarize usage: %w", err)
-	}
-	for _, s := range []*Summary{&cur, &prev} {
-		slices.SortFunc(s.Types, func(a, b TypeTotal) int { return strings.Compare(a.Type, b.Type) })
-	}
-	for i := range cur.Types {
-		top := tops[cur.Types[i].Type]
-		slices.SortFunc(top, func(a, b Daily) int {
-			if a.Quantity != b.Quantity {
-				return cmp.Compare(b.Quantity, a.Quantity)
-			}
-			return slices.Compare(a.IdentityID[:], b.IdentityID[:])
-		})
-		cur.Types[i].Top = top
-	}
-	return cur, prev, nil
-}
-
 // Aggregate rebuilds the minute and daily rollups of the days [start, end] from the
-// raw events, optionally for some types only. It returns the daily rows written
+// raw events, optionally for some types only, then the summary's rollups from the
+// daily ones. It returns the daily rows written
 // (inserted or changed) and deleted.
 func (t *Tx) Aggregate(ctx context.Context, tenant uuid.UUID, start, end time.Time, types []string) (updated, deleted int64, err error) {
 	from := start.UTC()
@@ -411,6 +363,9 @@ FROM usage.events
 WHERE event_time >= $2 AND event_time < $3 AND (cardinality($4::text[]) = 0 OR type = ANY($4))
 GROUP BY 2, 3, 4`, tenant, from, to, types); err != nil {
 		return 0, 0, fmt.Errorf("aggregate minute usage: %w", err)
+	}
+	if err := t.Rederive(ctx, tenant, from, to, types); err != nil {
+		return 0, 0, err
 	}
 	return updated, deleted, nil
 }

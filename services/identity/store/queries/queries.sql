@@ -6,6 +6,14 @@ RETURNING *;
 -- name: GetTenant :one
 SELECT * FROM identity.tenants WHERE id = $1;
 
+-- name: GetTenantForUpdate :one
+SELECT * FROM identity.tenants WHERE id = $1 FOR UPDATE;
+
+-- name: UpdateTenant :one
+UPDATE identity.tenants SET name = $2, settings = $3, update_time = now()
+WHERE id = $1
+RETURNING *;
+
 -- name: GetTenantBySlug :one
 SELECT * FROM identity.tenants WHERE slug = $1;
 

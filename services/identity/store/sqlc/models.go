@@ -44,18 +44,19 @@ type IdentityIdempotencyKey struct {
 }
 
 type IdentityIdentity struct {
-	ID           uuid.UUID
-	TenantID     uuid.UUID
-	ExternalID   string
-	Kind         string
-	Role         string
-	Roles        []string
-	Claims       []byte
-	IsActive     bool
-	PasswordHash *string
-	CreateTime   time.Time
-	UpdateTime   time.Time
-	DeleteTime   *time.Time
+	ID              uuid.UUID
+	TenantID        uuid.UUID
+	ExternalID      string
+	Kind            string
+	Role            string
+	Roles           []string
+	Claims          []byte
+	IsActive        bool
+	PasswordHash    *string
+	CreateTime      time.Time
+	UpdateTime      time.Time
+	DeleteTime      *time.Time
+	TokenGeneration int64
 }
 
 type IdentityInvitation struct {
@@ -152,6 +153,40 @@ type IdentitySigningKey struct {
 	ExpireTime   *time.Time
 }
 
+type IdentitySsoLink struct {
+	TenantID      uuid.UUID
+	ProviderID    uuid.UUID
+	Subject       string
+	IdentityID    uuid.UUID
+	Email         string
+	CreateTime    time.Time
+	LastLoginTime time.Time
+}
+
+type IdentitySsoProvider struct {
+	ID                   uuid.UUID
+	TenantID             uuid.UUID
+	Name                 string
+	DisplayName          string
+	Preset               string
+	IssuerUrl            string
+	ClientID             string
+	ClientSecretSealed   []byte
+	Scopes               []string
+	ClaimExternalID      string
+	ClaimEmail           string
+	ClaimName            string
+	ClaimRoles           string
+	AllowedEmailDomains  []string
+	JitCreate            bool
+	DefaultRole          string
+	RedirectUrls         []string
+	AllowUnverifiedEmail bool
+	IsActive             bool
+	CreateTime           time.Time
+	UpdateTime           time.Time
+}
+
 type IdentityTenant struct {
 	ID         uuid.UUID
 	Slug       string
@@ -159,4 +194,10 @@ type IdentityTenant struct {
 	Settings   []byte
 	CreateTime time.Time
 	UpdateTime time.Time
+}
+
+type IdentityTokenGenerationFloor struct {
+	IdentityID    uuid.UUID
+	MinGeneration int64
+	UntilTime     time.Time
 }

@@ -81,7 +81,7 @@ func (q *Queries) CreateAPIKeyPrefix(ctx context.Context, arg CreateAPIKeyPrefix
 const createIdentity = `-- name: CreateIdentity :one
 INSERT INTO identity.identities (id, tenant_id, external_id, kind, role, roles, claims, password_hash)
 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
-RETURNING id, tenant_id, external_id, kind, role, roles, claims, is_active, password_hash, create_time, update_time, delete_time
+RETURNING id, tenant_id, external_id, kind, role, roles, claims, is_active, password_hash, create_time, update_time, delete_time, token_generation
 `
 
 type CreateIdentityParams struct {
@@ -120,6 +120,7 @@ func (q *Queries) CreateIdentity(ctx context.Context, arg CreateIdentityParams) 
 		&i.CreateTime,
 		&i.UpdateTime,
 		&i.DeleteTime,
+		&i.TokenGeneration,
 	)
 	return i, err
 }
@@ -242,7 +243,7 @@ func (q *Queries) GetIdempotentResponse(ctx context.Context, arg GetIdempotentRe
 }
 
 const getIdentity = `-- name: GetIdentity :one
-SELECT id, tenant_id, external_id, kind, role, roles, claims, is_active, password_hash, create_time, update_time, delete_time FROM identity.identities
+SELECT id, tenant_id, external_id, kind, role, roles, claims, is_active, password_hash, create_time, update_time, delete_time, token_generation FROM identity.identities
 WHERE id = $1 AND (delete_time IS NULL OR $2::boolean)
 `
 
@@ -267,12 +268,13 @@ func (q *Queries) GetIdentity(ctx context.Context, arg GetIdentityParams) (Ident
 		&i.CreateTime,
 		&i.UpdateTime,
 		&i.DeleteTime,
+		&i.TokenGeneration,
 	)
 	return i, err
 }
 
 const getIdentityForUpdate = `-- name: GetIdentityForUpdate :one
-SELECT id, tenant_id, external_id, kind, role, roles, claims, is_active, password_hash, create_time, update_time, delete_time FROM identity.identities
+SELECT id, tenant_id, external_id, kind, role, roles, claims, is_active, password_hash, create_time, update_time, delete_time, token_generation FROM identity.identities
 WHERE id = $1 AND delete_time IS NULL
 FOR UPDATE
 `
@@ -293,6 +295,7 @@ func (q *Queries) GetIdentityForUpdate(ctx context.Context, id uuid.UUID) (Ident
 		&i.CreateTime,
 		&i.UpdateTime,
 		&i.DeleteTime,
+		&i.TokenGeneration,
 	)
 	return i, err
 }
@@ -333,8 +336,26 @@ func (q *Queries) GetTenantBySlug(ctx context.Context, slug string) (IdentityTen
 	return i, err
 }
 
+const getTenantForUpdate = `-- name: GetTenantForUpdate :one
+SELECT id, slug, name, settings, create_time, update_time FROM identity.tenants WHERE id = $1 FOR UPDATE
+`
+
+func (q *Queries) GetTenantForUpdate(ctx context.Context, id uuid.UUID) (IdentityTenant, error) {
+	row := q.db.QueryRow(ctx, getTenantForUpdate, id)
+	var i IdentityTenant
+	err := row.Scan(
+		&i.ID,
+		&i.Slug,
+		&i.Name,
+		&i.Settings,
+		&i.CreateTime,
+		&i.UpdateTime,
+	)
+	return i, err
+}
+
 const hardDeleteIdentity = `-- name: HardDeleteIdentity :one
-DELETE FROM identity.identities WHERE id = $1 RETURNING id, tenant_id, external_id, kind, role, roles, claims, is_active, password_hash, create_time, update_time, delete_time
+DELETE FROM identity.identities WHERE id = $1 RETURNING id, tenant_id, external_id, kind, role, roles, claims, is_active, password_hash, create_time, update_time, delete_time, token_generation
 `
 
 func (q *Queries) HardDeleteIdentity(ctx context.Context, id uuid.UUID) (IdentityIdentity, error) {
@@ -353,12 +374,13 @@ func (q *Queries) HardDeleteIdentity(ctx context.Context, id uuid.UUID) (Identit
 		&i.CreateTime,
 		&i.UpdateTime,
 		&i.DeleteTime,
+		&i.TokenGeneration,
 	)
 	return i, err
 }
 
 const listIdentities = `-- name: ListIdentities :many
-SELECT id, tenant_id, external_id, kind, role, roles, claims, is_active, password_hash, create_time, update_time, delete_time FROM identity.identities
+SELECT id, tenant_id, external_id, kind, role, roles, claims, is_active, password_hash, create_time, update_time, delete_time, token_generation FROM identity.identities
 WHERE ($1::uuid IS NULL OR id < $1::uuid)
   AND ($2::text IS NULL OR role = $2::text)
   AND ($3::text IS NULL OR kind = $3::text)
@@ -412,6 +434,7 @@ func (q *Queries) ListIdentities(ctx context.Context, arg ListIdentitiesParams) 
 			&i.CreateTime,
 			&i.UpdateTime,
 			&i.DeleteTime,
+			&i.TokenGeneration,
 		); err != nil {
 			return nil, err
 		}
@@ -505,7 +528,7 @@ func (q *Queries) ListTenants(ctx context.Context, arg ListTenantsParams) ([]Ide
 }
 
 const lockIdentity = `-- name: LockIdentity :one
-SELECT id, tenant_id, external_id, kind, role, roles, claims, is_active, password_hash, create_time, update_time, delete_time FROM identity.identities WHERE id = $1 FOR UPDATE
+SELECT id, tenant_id, external_id, kind, role, roles, claims, is_active, password_hash, create_time, update_time, delete_time, token_generation FROM identity.identities WHERE id = $1 FOR UPDATE
 `
 
 // Locks an identity, deleted or not, against concurrent changes and against new
@@ -526,6 +549,7 @@ func (q *Queries) LockIdentity(ctx context.Context, id uuid.UUID) (IdentityIdent
 		&i.CreateTime,
 		&i.UpdateTime,
 		&i.DeleteTime,
+		&i.TokenGeneration,
 	)
 	return i, err
 }
@@ -558,7 +582,7 @@ const softDeleteIdentity = `-- name: SoftDeleteIdentity :one
 UPDATE identity.identities
 SET delete_time = now(), is_active = false, update_time = now()
 WHERE id = $1 AND delete_time IS NULL
-RETURNING id, tenant_id, external_id, kind, role, roles, claims, is_active, password_hash, create_time, update_time, delete_time
+RETURNING id, tenant_id, external_id, kind, role, roles, claims, is_active, password_hash, create_time, update_time, delete_time, token_generation
 `
 
 func (q *Queries) SoftDeleteIdentity(ctx context.Context, id uuid.UUID) (IdentityIdentity, error) {
@@ -577,6 +601,7 @@ func (q *Queries) SoftDeleteIdentity(ctx context.Context, id uuid.UUID) (Identit
 		&i.CreateTime,
 		&i.UpdateTime,
 		&i.DeleteTime,
+		&i.TokenGeneration,
 	)
 	return i, err
 }
@@ -615,7 +640,7 @@ SET external_id = CASE WHEN $1::boolean THEN $2::text ELSE external_id END,
     is_active = CASE WHEN $10::boolean THEN $11::boolean ELSE is_active END,
     update_time = now()
 WHERE id = $12 AND delete_time IS NULL
-RETURNING id, tenant_id, external_id, kind, role, roles, claims, is_active, password_hash, create_time, update_time, delete_time
+RETURNING id, tenant_id, external_id, kind, role, roles, claims, is_active, password_hash, create_time, update_time, delete_time, token_generation
 `
 
 type UpdateIdentityParams struct {
@@ -664,6 +689,33 @@ func (q *Queries) UpdateIdentity(ctx context.Context, arg UpdateIdentityParams) 
 		&i.CreateTime,
 		&i.UpdateTime,
 		&i.DeleteTime,
+		&i.TokenGeneration,
+	)
+	return i, err
+}
+
+const updateTenant = `-- name: UpdateTenant :one
+UPDATE identity.tenants SET name = $2, settings = $3, update_time = now()
+WHERE id = $1
+RETURNING id, slug, name, settings, create_time, update_time
+`
+
+type UpdateTenantParams struct {
+	ID       uuid.UUID
+	Name     string
+	Settings []byte
+}
+
+func (q *Queries) UpdateTenant(ctx context.Context, arg UpdateTenantParams) (IdentityTenant, error) {
+	row := q.db.QueryRow(ctx, updateTenant, arg.ID, arg.Name, arg.Settings)
+	var i IdentityTenant
+	err := row.Scan(
+		&i.ID,
+		&i.Slug,
+		&i.Name,
+		&i.Settings,
+		&i.CreateTime,
+		&i.UpdateTime,
 	)
 	return i, err
 }

@@ -375,7 +375,7 @@ func (q *Queries) LockSigningKeys(ctx context.Context) error {
 }
 
 const loginIdentity = `-- name: LoginIdentity :one
-SELECT id, tenant_id, external_id, kind, role, roles, claims, is_active, password_hash, create_time, update_time, delete_time FROM identity.identities
+SELECT id, tenant_id, external_id, kind, role, roles, claims, is_active, password_hash, create_time, update_time, delete_time, token_generation FROM identity.identities
 WHERE external_id = $1 AND delete_time IS NULL
 `
 
@@ -395,6 +395,7 @@ func (q *Queries) LoginIdentity(ctx context.Context, externalID string) (Identit
 		&i.CreateTime,
 		&i.UpdateTime,
 		&i.DeleteTime,
+		&i.TokenGeneration,
 	)
 	return i, err
 }

@@ -41,7 +41,7 @@ INSERT INTO usage.quotas (tenant_id, type, monthly_limit, enforcement) VALUES ($
 
 -- name: MonthUsage :many
 SELECT type, sum(quantity)::bigint AS quantity
-FROM usage.rollup_daily
+FROM usage.rollup_type_daily
 WHERE day >= sqlc.arg(month_start)::date AND day < sqlc.arg(month_end)::date
 GROUP BY type;
 

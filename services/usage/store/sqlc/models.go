@@ -30,6 +30,14 @@ type UsageEventKey struct {
 	CreateTime time.Time
 }
 
+type UsageIdentityActivity struct {
+	TenantID   uuid.UUID
+	Year       int32
+	Type       string
+	IdentityID uuid.UUID
+	Days       pgtype.Bits
+}
+
 type UsageOutbox struct {
 	Seq       int64
 	EventID   uuid.UUID
@@ -87,4 +95,23 @@ type UsageRollupMinute struct {
 	IdentityID uuid.UUID
 	Quantity   int64
 	EventCount int64
+}
+
+type UsageRollupSpan struct {
+	TenantID   uuid.UUID
+	Level      int16
+	StartDay   pgtype.Date
+	Type       string
+	IdentityID uuid.UUID
+	Quantity   int64
+	EventCount int64
+}
+
+type UsageRollupTypeDaily struct {
+	TenantID   uuid.UUID
+	Day        pgtype.Date
+	Type       string
+	Quantity   int64
+	EventCount int64
+	UpdateTime time.Time
 }

@@ -258,7 +258,7 @@ func (q *Queries) ListRateLimits(ctx context.Context, arg ListRateLimitsParams) 
 
 const monthUsage = `-- name: MonthUsage :many
 SELECT type, sum(quantity)::bigint AS quantity
-FROM usage.rollup_daily
+FROM usage.rollup_type_daily
 WHERE day >= $1::date AND day < $2::date
 GROUP BY type
 `

@@ -225,6 +225,11 @@ UPDATE webhooks.audit_heads SET sequence = $2, hash = $3 WHERE tenant_id = $1;
 -- name: AuditEventRecorded :one
 SELECT EXISTS (SELECT 1 FROM webhooks.audit_entries WHERE tenant_id = $1 AND source_event_id = $2);
 
+-- name: AuditEntriesRecorded :many
+-- The records of ids already in the tenant's log: the audit writer appends each
+-- record once, however often the bus delivers it.
+SELECT id FROM webhooks.audit_entries WHERE tenant_id = @tenant_id AND id = ANY(@ids::uuid[]);
+
 -- name: InsertAuditEntry :exec
 INSERT INTO webhooks.audit_entries (tenant_id, sequence, id, source_event_id, actor_identity_id, actor_kind,
   actor_api_key_id, actor_session_id, actor_external_id, action, resource_type, resource_id, before, after,

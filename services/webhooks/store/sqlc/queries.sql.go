@@ -125,6 +125,37 @@ func (q *Queries) AuditChainSlice(ctx context.Context, arg AuditChainSliceParams
 	return items, nil
 }
 
+const auditEntriesRecorded = `-- name: AuditEntriesRecorded :many
+SELECT id FROM webhooks.audit_entries WHERE tenant_id = $1 AND id = ANY($2::uuid[])
+`
+
+type AuditEntriesRecordedParams struct {
+	TenantID uuid.UUID
+	Ids      []uuid.UUID
+}
+
+// The records of ids already in the tenant's log: the audit writer appends each
+// record once, however often the bus delivers it.
+func (q *Queries) AuditEntriesRecorded(ctx context.Context, arg AuditEntriesRecordedParams) ([]uuid.UUID, error) {
+	rows, err := q.db.Query(ctx, auditEntriesRecorded, arg.TenantID, arg.Ids)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var items []uuid.UUID
+	for rows.Next() {
+		var id uuid.UUID
+		if err := rows.Scan(&id); err != nil {
+			return nil, err
+		}
+		items = append(items, id)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
 const auditEventRecorded = `-- name: AuditEventRecorded :one
 SELECT EXISTS (SELECT 1 FROM webhooks.audit_entries WHERE tenant_id = $1 AND source_event_id = $2)
 `

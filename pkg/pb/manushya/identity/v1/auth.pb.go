@@ -1284,6 +1284,158 @@ func (x *GetJwksResponse) GetKeys() []*JsonWebKey {
 	return nil
 }
 
+// GetOpenIdConfigurationRequest is the input of AuthService.GetOpenIdConfiguration.
+type GetOpenIdConfigurationRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetOpenIdConfigurationRequest) Reset() {
+	*x = GetOpenIdConfigurationRequest{}
+	mi := &file_manushya_identity_v1_auth_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetOpenIdConfigurationRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetOpenIdConfigurationRequest) ProtoMessage() {}
+
+func (x *GetOpenIdConfigurationRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_manushya_identity_v1_auth_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetOpenIdConfigurationRequest.ProtoReflect.Descriptor instead.
+func (*GetOpenIdConfigurationRequest) Descriptor() ([]byte, []int) {
+	return file_manushya_identity_v1_auth_proto_rawDescGZIP(), []int{20}
+}
+
+// GetOpenIdConfigurationResponse is the output of
+// AuthService.GetOpenIdConfiguration. The field names are those of OpenID Connect
+// Discovery 1.0, so its JSON form (proto field names) is the discovery document.
+type GetOpenIdConfigurationResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The "iss" of every access token: auth.token_issuer.
+	Issuer string `protobuf:"bytes,1,opt,name=issuer,proto3" json:"issuer,omitempty"`
+	// Where the JSON Web Key Set of the signing keys is.
+	JwksUri string `protobuf:"bytes,2,opt,name=jwks_uri,json=jwksUri,proto3" json:"jwks_uri,omitempty"`
+	// The signing algorithms of the tokens the issuer makes ("EdDSA"). Access tokens
+	// are the only JWTs it issues.
+	IdTokenSigningAlgValuesSupported []string `protobuf:"bytes,3,rep,name=id_token_signing_alg_values_supported,json=idTokenSigningAlgValuesSupported,proto3" json:"id_token_signing_alg_values_supported,omitempty"`
+	// "public": "sub" is the identity's id, the same for every client.
+	SubjectTypesSupported []string `protobuf:"bytes,4,rep,name=subject_types_supported,json=subjectTypesSupported,proto3" json:"subject_types_supported,omitempty"`
+	// OAuth response types. Empty: sign-in is an API call (login_endpoint), there is
+	// no OAuth authorization endpoint.
+	ResponseTypesSupported []string `protobuf:"bytes,5,rep,name=response_types_supported,json=responseTypesSupported,proto3" json:"response_types_supported,omitempty"`
+	// The claims access tokens carry.
+	ClaimsSupported []string `protobuf:"bytes,6,rep,name=claims_supported,json=claimsSupported,proto3" json:"claims_supported,omitempty"`
+	// Where a password sign-in answers with tokens (AuthService.Login). Not an OAuth
+	// token endpoint: the body is JSON, not a form with grant_type.
+	LoginEndpoint string `protobuf:"bytes,7,opt,name=login_endpoint,json=loginEndpoint,proto3" json:"login_endpoint,omitempty"`
+	// Where a refresh token is exchanged for the next pair
+	// (SessionService.RefreshSession), JSON as well.
+	RefreshEndpoint string `protobuf:"bytes,8,opt,name=refresh_endpoint,json=refreshEndpoint,proto3" json:"refresh_endpoint,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *GetOpenIdConfigurationResponse) Reset() {
+	*x = GetOpenIdConfigurationResponse{}
+	mi := &file_manushya_identity_v1_auth_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetOpenIdConfigurationResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetOpenIdConfigurationResponse) ProtoMessage() {}
+
+func (x *GetOpenIdConfigurationResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_manushya_identity_v1_auth_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetOpenIdConfigurationResponse.ProtoReflect.Descriptor instead.
+func (*GetOpenIdConfigurationResponse) Descriptor() ([]byte, []int) {
+	return file_manushya_identity_v1_auth_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *GetOpenIdConfigurationResponse) GetIssuer() string {
+	if x != nil {
+		return x.Issuer
+	}
+	return ""
+}
+
+func (x *GetOpenIdConfigurationResponse) GetJwksUri() string {
+	if x != nil {
+		return x.JwksUri
+	}
+	return ""
+}
+
+func (x *GetOpenIdConfigurationResponse) GetIdTokenSigningAlgValuesSupported() []string {
+	if x != nil {
+		return x.IdTokenSigningAlgValuesSupported
+	}
+	return nil
+}
+
+func (x *GetOpenIdConfigurationResponse) GetSubjectTypesSupported() []string {
+	if x != nil {
+		return x.SubjectTypesSupported
+	}
+	return nil
+}
+
+func (x *GetOpenIdConfigurationResponse) GetResponseTypesSupported() []string {
+	if x != nil {
+		return x.ResponseTypesSupported
+	}
+	return nil
+}
+
+func (x *GetOpenIdConfigurationResponse) GetClaimsSupported() []string {
+	if x != nil {
+		return x.ClaimsSupported
+	}
+	return nil
+}
+
+func (x *GetOpenIdConfigurationResponse) GetLoginEndpoint() string {
+	if x != nil {
+		return x.LoginEndpoint
+	}
+	return ""
+}
+
+func (x *GetOpenIdConfigurationResponse) GetRefreshEndpoint() string {
+	if x != nil {
+		return x.RefreshEndpoint
+	}
+	return ""
+}
+
 var File_manushya_identity_v1_auth_proto protoreflect.FileDescriptor
 
 const file_manushya_identity_v1_auth_proto_rawDesc = "" +
@@ -1377,12 +1529,21 @@ const file_manushya_identity_v1_auth_proto_rawDesc = "" +
 	"\rrevoked_count\x18\x01 \x01(\x05R\frevokedCount\"\x10\n" +
 	"\x0eGetJwksRequest\"G\n" +
 	"\x0fGetJwksResponse\x124\n" +
-	"\x04keys\x18\x01 \x03(\v2 .manushya.identity.v1.JsonWebKeyR\x04keys*X\n" +
+	"\x04keys\x18\x01 \x03(\v2 .manushya.identity.v1.JsonWebKeyR\x04keys\"\x1f\n" +
+	"\x1dGetOpenIdConfigurationRequest\"\x93\x03\n" +
+	"\x1eGetOpenIdConfigurationResponse\x12\x16\n" +
+	"\x06issuer\x18\x01 \x01(\tR\x06issuer\x12\x19\n" +
+	"\bjwks_uri\x18\x02 \x01(\tR\ajwksUri\x12O\n" +
+	"%id_token_signing_alg_values_supported\x18\x03 \x03(\tR idTokenSigningAlgValuesSupported\x126\n" +
+	"\x17subject_types_supported\x18\x04 \x03(\tR\x15subjectTypesSupported\x128\n" +
+	"\x18response_types_supported\x18\x05 \x03(\tR\x16responseTypesSupported\x12)\n" +
+	"\x10claims_supported\x18\x06 \x03(\tR\x0fclaimsSupported\x12%\n" +
+	"\x0elogin_endpoint\x18\a \x01(\tR\rloginEndpoint\x12)\n" +
+	"\x10refresh_endpoint\x18\b \x01(\tR\x0frefreshEndpoint*X\n" +
 	"\tMfaMethod\x12\x1a\n" +
 	"\x16MFA_METHOD_UNSPECIFIED\x10\x00\x12\x13\n" +
 	"\x0fMFA_METHOD_TOTP\x10\x01\x12\x1a\n" +
-	"\x16MFA_METHOD_BACKUP_CODE\x10\x022\xbe\n" +
-	"\n" +
+	"\x16MFA_METHOD_BACKUP_CODE\x10\x022\xf1\v\n" +
 	"\vAuthService\x12q\n" +
 	"\x05Login\x12\".manushya.identity.v1.LoginRequest\x1a#.manushya.identity.v1.LoginResponse\"\x1f\xaa\x9f\x19\x02\x10\x01\x82\xd3\xe4\x93\x02\x13:\x01*\"\x0e/v1/auth/login\x12\x96\x01\n" +
 	"\x10CompleteMfaLogin\x12-.manushya.identity.v1.CompleteMfaLoginRequest\x1a..manushya.identity.v1.CompleteMfaLoginResponse\"#\xaa\x9f\x19\x02\x10\x01\x82\xd3\xe4\x93\x02\x17:\x01*\"\x12/v1/auth/login/mfa\x12\x80\x01\n" +
@@ -1399,7 +1560,8 @@ const file_manushya_identity_v1_auth_proto_rawDesc = "" +
 	"\x14auth.change_password\x82\xd3\xe4\x93\x02\x16:\x01*\"\x11/v1/auth/password\x12\xad\x01\n" +
 	"\vSetPassword\x12(.manushya.identity.v1.SetPasswordRequest\x1a).manushya.identity.v1.SetPasswordResponse\"I\xaa\x9f\x19\x17\n" +
 	"\x15identity.set_password\x82\xd3\xe4\x93\x02(:\x01*\"#/v1/identity/{identity_id}/password\x12s\n" +
-	"\aGetJwks\x12$.manushya.identity.v1.GetJwksRequest\x1a%.manushya.identity.v1.GetJwksResponse\"\x1b\xaa\x9f\x19\x02\x10\x01\x82\xd3\xe4\x93\x02\x0f\x12\r/v1/auth/jwksBHZFgithub.com/manushya-ai/manushya/pkg/pb/manushya/identity/v1;identityv1b\x06proto3"
+	"\aGetJwks\x12$.manushya.identity.v1.GetJwksRequest\x1a%.manushya.identity.v1.GetJwksResponse\"\x1b\xaa\x9f\x19\x02\x10\x01\x82\xd3\xe4\x93\x02\x0f\x12\r/v1/auth/jwks\x12\xb0\x01\n" +
+	"\x16GetOpenIdConfiguration\x123.manushya.identity.v1.GetOpenIdConfigurationRequest\x1a4.manushya.identity.v1.GetOpenIdConfigurationResponse\"+\xaa\x9f\x19\x02\x10\x01\x82\xd3\xe4\x93\x02\x1f\x12\x1d/v1/auth/openid-configurationBHZFgithub.com/manushya-ai/manushya/pkg/pb/manushya/identity/v1;identityv1b\x06proto3"
 
 var (
 	file_manushya_identity_v1_auth_proto_rawDescOnce sync.Once
@@ -1414,43 +1576,45 @@ func file_manushya_identity_v1_auth_proto_rawDescGZIP() []byte {
 }
 
 var file_manushya_identity_v1_auth_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_manushya_identity_v1_auth_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
+var file_manushya_identity_v1_auth_proto_msgTypes = make([]protoimpl.MessageInfo, 22)
 var file_manushya_identity_v1_auth_proto_goTypes = []any{
-	(MfaMethod)(0),                   // 0: manushya.identity.v1.MfaMethod
-	(*MfaChallenge)(nil),             // 1: manushya.identity.v1.MfaChallenge
-	(*JsonWebKey)(nil),               // 2: manushya.identity.v1.JsonWebKey
-	(*LoginRequest)(nil),             // 3: manushya.identity.v1.LoginRequest
-	(*LoginResponse)(nil),            // 4: manushya.identity.v1.LoginResponse
-	(*CompleteMfaLoginRequest)(nil),  // 5: manushya.identity.v1.CompleteMfaLoginRequest
-	(*CompleteMfaLoginResponse)(nil), // 6: manushya.identity.v1.CompleteMfaLoginResponse
-	(*LogoutRequest)(nil),            // 7: manushya.identity.v1.LogoutRequest
-	(*LogoutResponse)(nil),           // 8: manushya.identity.v1.LogoutResponse
-	(*SetupMfaRequest)(nil),          // 9: manushya.identity.v1.SetupMfaRequest
-	(*SetupMfaResponse)(nil),         // 10: manushya.identity.v1.SetupMfaResponse
-	(*VerifyMfaRequest)(nil),         // 11: manushya.identity.v1.VerifyMfaRequest
-	(*VerifyMfaResponse)(nil),        // 12: manushya.identity.v1.VerifyMfaResponse
-	(*DisableMfaRequest)(nil),        // 13: manushya.identity.v1.DisableMfaRequest
-	(*DisableMfaResponse)(nil),       // 14: manushya.identity.v1.DisableMfaResponse
-	(*ChangePasswordRequest)(nil),    // 15: manushya.identity.v1.ChangePasswordRequest
-	(*ChangePasswordResponse)(nil),   // 16: manushya.identity.v1.ChangePasswordResponse
-	(*SetPasswordRequest)(nil),       // 17: manushya.identity.v1.SetPasswordRequest
-	(*SetPasswordResponse)(nil),      // 18: manushya.identity.v1.SetPasswordResponse
-	(*GetJwksRequest)(nil),           // 19: manushya.identity.v1.GetJwksRequest
-	(*GetJwksResponse)(nil),          // 20: manushya.identity.v1.GetJwksResponse
-	(*timestamppb.Timestamp)(nil),    // 21: google.protobuf.Timestamp
-	(*Tokens)(nil),                   // 22: manushya.identity.v1.Tokens
-	(*Identity)(nil),                 // 23: manushya.identity.v1.Identity
+	(MfaMethod)(0),                         // 0: manushya.identity.v1.MfaMethod
+	(*MfaChallenge)(nil),                   // 1: manushya.identity.v1.MfaChallenge
+	(*JsonWebKey)(nil),                     // 2: manushya.identity.v1.JsonWebKey
+	(*LoginRequest)(nil),                   // 3: manushya.identity.v1.LoginRequest
+	(*LoginResponse)(nil),                  // 4: manushya.identity.v1.LoginResponse
+	(*CompleteMfaLoginRequest)(nil),        // 5: manushya.identity.v1.CompleteMfaLoginRequest
+	(*CompleteMfaLoginResponse)(nil),       // 6: manushya.identity.v1.CompleteMfaLoginResponse
+	(*LogoutRequest)(nil),                  // 7: manushya.identity.v1.LogoutRequest
+	(*LogoutResponse)(nil),                 // 8: manushya.identity.v1.LogoutResponse
+	(*SetupMfaRequest)(nil),                // 9: manushya.identity.v1.SetupMfaRequest
+	(*SetupMfaResponse)(nil),               // 10: manushya.identity.v1.SetupMfaResponse
+	(*VerifyMfaRequest)(nil),               // 11: manushya.identity.v1.VerifyMfaRequest
+	(*VerifyMfaResponse)(nil),              // 12: manushya.identity.v1.VerifyMfaResponse
+	(*DisableMfaRequest)(nil),              // 13: manushya.identity.v1.DisableMfaRequest
+	(*DisableMfaResponse)(nil),             // 14: manushya.identity.v1.DisableMfaResponse
+	(*ChangePasswordRequest)(nil),          // 15: manushya.identity.v1.ChangePasswordRequest
+	(*ChangePasswordResponse)(nil),         // 16: manushya.identity.v1.ChangePasswordResponse
+	(*SetPasswordRequest)(nil),             // 17: manushya.identity.v1.SetPasswordRequest
+	(*SetPasswordResponse)(nil),            // 18: manushya.identity.v1.SetPasswordResponse
+	(*GetJwksRequest)(nil),                 // 19: manushya.identity.v1.GetJwksRequest
+	(*GetJwksResponse)(nil),                // 20: manushya.identity.v1.GetJwksResponse
+	(*GetOpenIdConfigurationRequest)(nil),  // 21: manushya.identity.v1.GetOpenIdConfigurationRequest
+	(*GetOpenIdConfigurationResponse)(nil), // 22: manushya.identity.v1.GetOpenIdConfigurationResponse
+	(*timestamppb.Timestamp)(nil),          // 23: google.protobuf.Timestamp
+	(*Tokens)(nil),                         // 24: manushya.identity.v1.Tokens
+	(*Identity)(nil),                       // 25: manushya.identity.v1.Identity
 }
 var file_manushya_identity_v1_auth_proto_depIdxs = []int32{
 	0,  // 0: manushya.identity.v1.MfaChallenge.methods:type_name -> manushya.identity.v1.MfaMethod
-	21, // 1: manushya.identity.v1.MfaChallenge.expire_time:type_name -> google.protobuf.Timestamp
-	22, // 2: manushya.identity.v1.LoginResponse.tokens:type_name -> manushya.identity.v1.Tokens
+	23, // 1: manushya.identity.v1.MfaChallenge.expire_time:type_name -> google.protobuf.Timestamp
+	24, // 2: manushya.identity.v1.LoginResponse.tokens:type_name -> manushya.identity.v1.Tokens
 	1,  // 3: manushya.identity.v1.LoginResponse.mfa_challenge:type_name -> manushya.identity.v1.MfaChallenge
-	23, // 4: manushya.identity.v1.LoginResponse.identity:type_name -> manushya.identity.v1.Identity
-	22, // 5: manushya.identity.v1.CompleteMfaLoginResponse.tokens:type_name -> manushya.identity.v1.Tokens
-	23, // 6: manushya.identity.v1.CompleteMfaLoginResponse.identity:type_name -> manushya.identity.v1.Identity
-	21, // 7: manushya.identity.v1.SetupMfaResponse.expire_time:type_name -> google.protobuf.Timestamp
-	21, // 8: manushya.identity.v1.VerifyMfaResponse.enable_time:type_name -> google.protobuf.Timestamp
+	25, // 4: manushya.identity.v1.LoginResponse.identity:type_name -> manushya.identity.v1.Identity
+	24, // 5: manushya.identity.v1.CompleteMfaLoginResponse.tokens:type_name -> manushya.identity.v1.Tokens
+	25, // 6: manushya.identity.v1.CompleteMfaLoginResponse.identity:type_name -> manushya.identity.v1.Identity
+	23, // 7: manushya.identity.v1.SetupMfaResponse.expire_time:type_name -> google.protobuf.Timestamp
+	23, // 8: manushya.identity.v1.VerifyMfaResponse.enable_time:type_name -> google.protobuf.Timestamp
 	2,  // 9: manushya.identity.v1.GetJwksResponse.keys:type_name -> manushya.identity.v1.JsonWebKey
 	3,  // 10: manushya.identity.v1.AuthService.Login:input_type -> manushya.identity.v1.LoginRequest
 	5,  // 11: manushya.identity.v1.AuthService.CompleteMfaLogin:input_type -> manushya.identity.v1.CompleteMfaLoginRequest
@@ -1461,17 +1625,19 @@ var file_manushya_identity_v1_auth_proto_depIdxs = []int32{
 	15, // 16: manushya.identity.v1.AuthService.ChangePassword:input_type -> manushya.identity.v1.ChangePasswordRequest
 	17, // 17: manushya.identity.v1.AuthService.SetPassword:input_type -> manushya.identity.v1.SetPasswordRequest
 	19, // 18: manushya.identity.v1.AuthService.GetJwks:input_type -> manushya.identity.v1.GetJwksRequest
-	4,  // 19: manushya.identity.v1.AuthService.Login:output_type -> manushya.identity.v1.LoginResponse
-	6,  // 20: manushya.identity.v1.AuthService.CompleteMfaLogin:output_type -> manushya.identity.v1.CompleteMfaLoginResponse
-	8,  // 21: manushya.identity.v1.AuthService.Logout:output_type -> manushya.identity.v1.LogoutResponse
-	10, // 22: manushya.identity.v1.AuthService.SetupMfa:output_type -> manushya.identity.v1.SetupMfaResponse
-	12, // 23: manushya.identity.v1.AuthService.VerifyMfa:output_type -> manushya.identity.v1.VerifyMfaResponse
-	14, // 24: manushya.identity.v1.AuthService.DisableMfa:output_type -> manushya.identity.v1.DisableMfaResponse
-	16, // 25: manushya.identity.v1.AuthService.ChangePassword:output_type -> manushya.identity.v1.ChangePasswordResponse
-	18, // 26: manushya.identity.v1.AuthService.SetPassword:output_type -> manushya.identity.v1.SetPasswordResponse
-	20, // 27: manushya.identity.v1.AuthService.GetJwks:output_type -> manushya.identity.v1.GetJwksResponse
-	19, // [19:28] is the sub-list for method output_type
-	10, // [10:19] is the sub-list for method input_type
+	21, // 19: manushya.identity.v1.AuthService.GetOpenIdConfiguration:input_type -> manushya.identity.v1.GetOpenIdConfigurationRequest
+	4,  // 20: manushya.identity.v1.AuthService.Login:output_type -> manushya.identity.v1.LoginResponse
+	6,  // 21: manushya.identity.v1.AuthService.CompleteMfaLogin:output_type -> manushya.identity.v1.CompleteMfaLoginResponse
+	8,  // 22: manushya.identity.v1.AuthService.Logout:output_type -> manushya.identity.v1.LogoutResponse
+	10, // 23: manushya.identity.v1.AuthService.SetupMfa:output_type -> manushya.identity.v1.SetupMfaResponse
+	12, // 24: manushya.identity.v1.AuthService.VerifyMfa:output_type -> manushya.identity.v1.VerifyMfaResponse
+	14, // 25: manushya.identity.v1.AuthService.DisableMfa:output_type -> manushya.identity.v1.DisableMfaResponse
+	16, // 26: manushya.identity.v1.AuthService.ChangePassword:output_type -> manushya.identity.v1.ChangePasswordResponse
+	18, // 27: manushya.identity.v1.AuthService.SetPassword:output_type -> manushya.identity.v1.SetPasswordResponse
+	20, // 28: manushya.identity.v1.AuthService.GetJwks:output_type -> manushya.identity.v1.GetJwksResponse
+	22, // 29: manushya.identity.v1.AuthService.GetOpenIdConfiguration:output_type -> manushya.identity.v1.GetOpenIdConfigurationResponse
+	20, // [20:30] is the sub-list for method output_type
+	10, // [10:20] is the sub-list for method input_type
 	10, // [10:10] is the sub-list for extension type_name
 	10, // [10:10] is the sub-list for extension extendee
 	0,  // [0:10] is the sub-list for field type_name
@@ -1493,7 +1659,7 @@ func file_manushya_identity_v1_auth_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_manushya_identity_v1_auth_proto_rawDesc), len(file_manushya_identity_v1_auth_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   20,
+			NumMessages:   22,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

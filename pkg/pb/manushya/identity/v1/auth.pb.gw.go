@@ -317,6 +317,27 @@ func local_request_AuthService_GetJwks_0(ctx context.Context, marshaler runtime.
 	return msg, metadata, err
 }
 
+func request_AuthService_GetOpenIdConfiguration_0(ctx context.Context, marshaler runtime.Marshaler, client AuthServiceClient, req *http.Request, pathParams map[string]string) (proto.Message, runtime.ServerMetadata, error) {
+	var (
+		protoReq GetOpenIdConfigurationRequest
+		metadata runtime.ServerMetadata
+	)
+	if req.Body != nil {
+		_, _ = io.Copy(io.Discard, req.Body)
+	}
+	msg, err := client.GetOpenIdConfiguration(ctx, &protoReq, grpc.Header(&metadata.HeaderMD), grpc.Trailer(&metadata.TrailerMD))
+	return msg, metadata, err
+}
+
+func local_request_AuthService_GetOpenIdConfiguration_0(ctx context.Context, marshaler runtime.Marshaler, server AuthServiceServer, req *http.Request, pathParams map[string]string) (proto.Message, runtime.ServerMetadata, error) {
+	var (
+		protoReq GetOpenIdConfigurationRequest
+		metadata runtime.ServerMetadata
+	)
+	msg, err := server.GetOpenIdConfiguration(ctx, &protoReq)
+	return msg, metadata, err
+}
+
 // RegisterAuthServiceHandlerServer registers the http handlers for service AuthService to "mux".
 // UnaryRPC     :call AuthServiceServer directly.
 // StreamingRPC :currently unsupported pending https://github.com/grpc/grpc-go/issues/906.
@@ -522,6 +543,26 @@ func RegisterAuthServiceHandlerServer(ctx context.Context, mux *runtime.ServeMux
 			return
 		}
 		forward_AuthService_GetJwks_0(annotatedContext, mux, outboundMarshaler, w, req, resp, mux.GetForwardResponseOptions()...)
+	})
+	mux.Handle(http.MethodGet, pattern_AuthService_GetOpenIdConfiguration_0, func(w http.ResponseWriter, req *http.Request, pathParams map[string]string) {
+		ctx, cancel := context.WithCancel(req.Context())
+		defer cancel()
+		var stream runtime.ServerTransportStream
+		ctx = grpc.NewContextWithServerTransportStream(ctx, &stream)
+		inboundMarshaler, outboundMarshaler := runtime.MarshalerForRequest(mux, req)
+		annotatedContext, err := runtime.AnnotateIncomingContext(ctx, mux, req, "/manushya.identity.v1.AuthService/GetOpenIdConfiguration", runtime.WithHTTPPathPattern("/v1/auth/openid-configuration"))
+		if err != nil {
+			runtime.HTTPError(ctx, mux, outboundMarshaler, w, req, err)
+			return
+		}
+		resp, md, err := local_request_AuthService_GetOpenIdConfiguration_0(annotatedContext, inboundMarshaler, server, req, pathParams)
+		md.HeaderMD, md.TrailerMD = metadata.Join(md.HeaderMD, stream.Header()), metadata.Join(md.TrailerMD, stream.Trailer())
+		annotatedContext = runtime.NewServerMetadataContext(annotatedContext, md)
+		if err != nil {
+			runtime.HTTPError(annotatedContext, mux, outboundMarshaler, w, req, err)
+			return
+		}
+		forward_AuthService_GetOpenIdConfiguration_0(annotatedContext, mux, outboundMarshaler, w, req, resp, mux.GetForwardResponseOptions()...)
 	})
 
 	return nil
@@ -733,31 +774,50 @@ func RegisterAuthServiceHandlerClient(ctx context.Context, mux *runtime.ServeMux
 		}
 		forward_AuthService_GetJwks_0(annotatedContext, mux, outboundMarshaler, w, req, resp, mux.GetForwardResponseOptions()...)
 	})
+	mux.Handle(http.MethodGet, pattern_AuthService_GetOpenIdConfiguration_0, func(w http.ResponseWriter, req *http.Request, pathParams map[string]string) {
+		ctx, cancel := context.WithCancel(req.Context())
+		defer cancel()
+		inboundMarshaler, outboundMarshaler := runtime.MarshalerForRequest(mux, req)
+		annotatedContext, err := runtime.AnnotateContext(ctx, mux, req, "/manushya.identity.v1.AuthService/GetOpenIdConfiguration", runtime.WithHTTPPathPattern("/v1/auth/openid-configuration"))
+		if err != nil {
+			runtime.HTTPError(ctx, mux, outboundMarshaler, w, req, err)
+			return
+		}
+		resp, md, err := request_AuthService_GetOpenIdConfiguration_0(annotatedContext, inboundMarshaler, client, req, pathParams)
+		annotatedContext = runtime.NewServerMetadataContext(annotatedContext, md)
+		if err != nil {
+			runtime.HTTPError(annotatedContext, mux, outboundMarshaler, w, req, err)
+			return
+		}
+		forward_AuthService_GetOpenIdConfiguration_0(annotatedContext, mux, outboundMarshaler, w, req, resp, mux.GetForwardResponseOptions()...)
+	})
 	return nil
 }
 
 var (
-	pattern_AuthService_Login_0            = runtime.MustPattern(runtime.NewPattern(1, []int{2, 0, 2, 1, 2, 2}, []string{"v1", "auth", "login"}, ""))
-	pattern_AuthService_CompleteMfaLogin_0 = runtime.MustPattern(runtime.NewPattern(1, []int{2, 0, 2, 1, 2, 2, 2, 3}, []string{"v1", "auth", "login", "mfa"}, ""))
-	pattern_AuthService_Logout_0           = runtime.MustPattern(runtime.NewPattern(1, []int{2, 0, 2, 1, 2, 2}, []string{"v1", "auth", "logout"}, ""))
-	pattern_AuthService_SetupMfa_0         = runtime.MustPattern(runtime.NewPattern(1, []int{2, 0, 2, 1, 2, 2, 2, 3}, []string{"v1", "auth", "mfa", "setup"}, ""))
-	pattern_AuthService_VerifyMfa_0        = runtime.MustPattern(runtime.NewPattern(1, []int{2, 0, 2, 1, 2, 2, 2, 3}, []string{"v1", "auth", "mfa", "verify"}, ""))
-	pattern_AuthService_DisableMfa_0       = runtime.MustPattern(runtime.NewPattern(1, []int{2, 0, 2, 1, 2, 2, 2, 3}, []string{"v1", "auth", "mfa", "disable"}, ""))
-	pattern_AuthService_DisableMfa_1       = runtime.MustPattern(runtime.NewPattern(1, []int{2, 0, 2, 1, 2, 2, 2, 3}, []string{"v1", "auth", "mfa", "disable"}, ""))
-	pattern_AuthService_ChangePassword_0   = runtime.MustPattern(runtime.NewPattern(1, []int{2, 0, 2, 1, 2, 2}, []string{"v1", "auth", "password"}, ""))
-	pattern_AuthService_SetPassword_0      = runtime.MustPattern(runtime.NewPattern(1, []int{2, 0, 2, 1, 1, 0, 4, 1, 5, 2, 2, 3}, []string{"v1", "identity", "identity_id", "password"}, ""))
-	pattern_AuthService_GetJwks_0          = runtime.MustPattern(runtime.NewPattern(1, []int{2, 0, 2, 1, 2, 2}, []string{"v1", "auth", "jwks"}, ""))
+	pattern_AuthService_Login_0                  = runtime.MustPattern(runtime.NewPattern(1, []int{2, 0, 2, 1, 2, 2}, []string{"v1", "auth", "login"}, ""))
+	pattern_AuthService_CompleteMfaLogin_0       = runtime.MustPattern(runtime.NewPattern(1, []int{2, 0, 2, 1, 2, 2, 2, 3}, []string{"v1", "auth", "login", "mfa"}, ""))
+	pattern_AuthService_Logout_0                 = runtime.MustPattern(runtime.NewPattern(1, []int{2, 0, 2, 1, 2, 2}, []string{"v1", "auth", "logout"}, ""))
+	pattern_AuthService_SetupMfa_0               = runtime.MustPattern(runtime.NewPattern(1, []int{2, 0, 2, 1, 2, 2, 2, 3}, []string{"v1", "auth", "mfa", "setup"}, ""))
+	pattern_AuthService_VerifyMfa_0              = runtime.MustPattern(runtime.NewPattern(1, []int{2, 0, 2, 1, 2, 2, 2, 3}, []string{"v1", "auth", "mfa", "verify"}, ""))
+	pattern_AuthService_DisableMfa_0             = runtime.MustPattern(runtime.NewPattern(1, []int{2, 0, 2, 1, 2, 2, 2, 3}, []string{"v1", "auth", "mfa", "disable"}, ""))
+	pattern_AuthService_DisableMfa_1             = runtime.MustPattern(runtime.NewPattern(1, []int{2, 0, 2, 1, 2, 2, 2, 3}, []string{"v1", "auth", "mfa", "disable"}, ""))
+	pattern_AuthService_ChangePassword_0         = runtime.MustPattern(runtime.NewPattern(1, []int{2, 0, 2, 1, 2, 2}, []string{"v1", "auth", "password"}, ""))
+	pattern_AuthService_SetPassword_0            = runtime.MustPattern(runtime.NewPattern(1, []int{2, 0, 2, 1, 1, 0, 4, 1, 5, 2, 2, 3}, []string{"v1", "identity", "identity_id", "password"}, ""))
+	pattern_AuthService_GetJwks_0                = runtime.MustPattern(runtime.NewPattern(1, []int{2, 0, 2, 1, 2, 2}, []string{"v1", "auth", "jwks"}, ""))
+	pattern_AuthService_GetOpenIdConfiguration_0 = runtime.MustPattern(runtime.NewPattern(1, []int{2, 0, 2, 1, 2, 2}, []string{"v1", "auth", "openid-configuration"}, ""))
 )
 
 var (
-	forward_AuthService_Login_0            = runtime.ForwardResponseMessage
-	forward_AuthService_CompleteMfaLogin_0 = runtime.ForwardResponseMessage
-	forward_AuthService_Logout_0           = runtime.ForwardResponseMessage
-	forward_AuthService_SetupMfa_0         = runtime.ForwardResponseMessage
-	forward_AuthService_VerifyMfa_0        = runtime.ForwardResponseMessage
-	forward_AuthService_DisableMfa_0       = runtime.ForwardResponseMessage
-	forward_AuthService_DisableMfa_1       = runtime.ForwardResponseMessage
-	forward_AuthService_ChangePassword_0   = runtime.ForwardResponseMessage
-	forward_AuthService_SetPassword_0      = runtime.ForwardResponseMessage
-	forward_AuthService_GetJwks_0          = runtime.ForwardResponseMessage
+	forward_AuthService_Login_0                  = runtime.ForwardResponseMessage
+	forward_AuthService_CompleteMfaLogin_0       = runtime.ForwardResponseMessage
+	forward_AuthService_Logout_0                 = runtime.ForwardResponseMessage
+	forward_AuthService_SetupMfa_0               = runtime.ForwardResponseMessage
+	forward_AuthService_VerifyMfa_0              = runtime.ForwardResponseMessage
+	forward_AuthService_DisableMfa_0             = runtime.ForwardResponseMessage
+	forward_AuthService_DisableMfa_1             = runtime.ForwardResponseMessage
+	forward_AuthService_ChangePassword_0         = runtime.ForwardResponseMessage
+	forward_AuthService_SetPassword_0            = runtime.ForwardResponseMessage
+	forward_AuthService_GetJwks_0                = runtime.ForwardResponseMessage
+	forward_AuthService_GetOpenIdConfiguration_0 = runtime.ForwardResponseMessage
 )

@@ -19,15 +19,16 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	AuthService_Login_FullMethodName            = "/manushya.identity.v1.AuthService/Login"
-	AuthService_CompleteMfaLogin_FullMethodName = "/manushya.identity.v1.AuthService/CompleteMfaLogin"
-	AuthService_Logout_FullMethodName           = "/manushya.identity.v1.AuthService/Logout"
-	AuthService_SetupMfa_FullMethodName         = "/manushya.identity.v1.AuthService/SetupMfa"
-	AuthService_VerifyMfa_FullMethodName        = "/manushya.identity.v1.AuthService/VerifyMfa"
-	AuthService_DisableMfa_FullMethodName       = "/manushya.identity.v1.AuthService/DisableMfa"
-	AuthService_ChangePassword_FullMethodName   = "/manushya.identity.v1.AuthService/ChangePassword"
-	AuthService_SetPassword_FullMethodName      = "/manushya.identity.v1.AuthService/SetPassword"
-	AuthService_GetJwks_FullMethodName          = "/manushya.identity.v1.AuthService/GetJwks"
+	AuthService_Login_FullMethodName                  = "/manushya.identity.v1.AuthService/Login"
+	AuthService_CompleteMfaLogin_FullMethodName       = "/manushya.identity.v1.AuthService/CompleteMfaLogin"
+	AuthService_Logout_FullMethodName                 = "/manushya.identity.v1.AuthService/Logout"
+	AuthService_SetupMfa_FullMethodName               = "/manushya.identity.v1.AuthService/SetupMfa"
+	AuthService_VerifyMfa_FullMethodName              = "/manushya.identity.v1.AuthService/VerifyMfa"
+	AuthService_DisableMfa_FullMethodName             = "/manushya.identity.v1.AuthService/DisableMfa"
+	AuthService_ChangePassword_FullMethodName         = "/manushya.identity.v1.AuthService/ChangePassword"
+	AuthService_SetPassword_FullMethodName            = "/manushya.identity.v1.AuthService/SetPassword"
+	AuthService_GetJwks_FullMethodName                = "/manushya.identity.v1.AuthService/GetJwks"
+	AuthService_GetOpenIdConfiguration_FullMethodName = "/manushya.identity.v1.AuthService/GetOpenIdConfiguration"
 )
 
 // AuthServiceClient is the client API for AuthService service.
@@ -102,6 +103,16 @@ type AuthServiceClient interface {
 	// rotation. The gateway also serves it at /.well-known/jwks.json, and services
 	// use it to verify access tokens locally.
 	GetJwks(ctx context.Context, in *GetJwksRequest, opts ...grpc.CallOption) (*GetJwksResponse, error)
+	// Get the OpenID Provider metadata of the access-token issuer.
+	//
+	// The discovery document of OpenID Connect Discovery 1.0 (and RFC 8414): the
+	// issuer, where its signing keys are, and what its tokens carry, so a standard
+	// JWT library can verify access tokens from the issuer name alone. The gateway
+	// serves it at /.well-known/openid-configuration. The URLs in it are absolute
+	// when auth.token_issuer is an http(s) URL (set it to the public address of the
+	// gateway); otherwise they are paths, which the gateway resolves against the
+	// address it was reached at.
+	GetOpenIdConfiguration(ctx context.Context, in *GetOpenIdConfigurationRequest, opts ...grpc.CallOption) (*GetOpenIdConfigurationResponse, error)
 }
 
 type authServiceClient struct {
@@ -202,6 +213,16 @@ func (c *authServiceClient) GetJwks(ctx context.Context, in *GetJwksRequest, opt
 	return out, nil
 }
 
+func (c *authServiceClient) GetOpenIdConfiguration(ctx context.Context, in *GetOpenIdConfigurationRequest, opts ...grpc.CallOption) (*GetOpenIdConfigurationResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetOpenIdConfigurationResponse)
+	err := c.cc.Invoke(ctx, AuthService_GetOpenIdConfiguration_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // AuthServiceServer is the server API for AuthService service.
 // All implementations must embed UnimplementedAuthServiceServer
 // for forward compatibility.
@@ -274,6 +295,16 @@ type AuthServiceServer interface {
 	// rotation. The gateway also serves it at /.well-known/jwks.json, and services
 	// use it to verify access tokens locally.
 	GetJwks(context.Context, *GetJwksRequest) (*GetJwksResponse, error)
+	// Get the OpenID Provider metadata of the access-token issuer.
+	//
+	// The discovery document of OpenID Connect Discovery 1.0 (and RFC 8414): the
+	// issuer, where its signing keys are, and what its tokens carry, so a standard
+	// JWT library can verify access tokens from the issuer name alone. The gateway
+	// serves it at /.well-known/openid-configuration. The URLs in it are absolute
+	// when auth.token_issuer is an http(s) URL (set it to the public address of the
+	// gateway); otherwise they are paths, which the gateway resolves against the
+	// address it was reached at.
+	GetOpenIdConfiguration(context.Context, *GetOpenIdConfigurationRequest) (*GetOpenIdConfigurationResponse, error)
 	mustEmbedUnimplementedAuthServiceServer()
 }
 
@@ -310,6 +341,9 @@ func (UnimplementedAuthServiceServer) SetPassword(context.Context, *SetPasswordR
 }
 func (UnimplementedAuthServiceServer) GetJwks(context.Context, *GetJwksRequest) (*GetJwksResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method GetJwks not implemented")
+}
+func (UnimplementedAuthServiceServer) GetOpenIdConfiguration(context.Context, *GetOpenIdConfigurationRequest) (*GetOpenIdConfigurationResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetOpenIdConfiguration not implemented")
 }
 func (UnimplementedAuthServiceServer) mustEmbedUnimplementedAuthServiceServer() {}
 func (UnimplementedAuthServiceServer) testEmbeddedByValue()                     {}
@@ -494,6 +528,24 @@ func _AuthService_GetJwks_Handler(srv interface{}, ctx context.Context, dec func
 	return interceptor(ctx, in, info, handler)
 }
 
+func _AuthService_GetOpenIdConfiguration_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetOpenIdConfigurationRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AuthServiceServer).GetOpenIdConfiguration(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AuthService_GetOpenIdConfiguration_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AuthServiceServer).GetOpenIdConfiguration(ctx, req.(*GetOpenIdConfigurationRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // AuthService_ServiceDesc is the grpc.ServiceDesc for AuthService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -536,6 +588,10 @@ var AuthService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "GetJwks",
 			Handler:    _AuthService_GetJwks_Handler,
+		},
+		{
+			MethodName: "GetOpenIdConfiguration",
+			Handler:    _AuthService_GetOpenIdConfiguration_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

@@ -12,6 +12,7 @@ import (
 	_ "google.golang.org/genproto/googleapis/api/annotations"
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
+	fieldmaskpb "google.golang.org/protobuf/types/known/fieldmaskpb"
 	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
 	reflect "reflect"
 	sync "sync"
@@ -501,11 +502,116 @@ func (x *ListTenantsResponse) GetNextPageToken() string {
 	return ""
 }
 
+// UpdateTenantRequest is the input of TenantService.UpdateTenant.
+type UpdateTenantRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The tenant with its id and the new values of the fields in update_mask.
+	Tenant *Tenant `protobuf:"bytes,1,opt,name=tenant,proto3" json:"tenant,omitempty"`
+	// Fields to change: name, settings (all of them) or one setting:
+	// settings.self_registration, settings.mfa_required, settings.password_min_length,
+	// settings.max_sessions_per_identity. Empty means the fields set to something
+	// other than empty, false or 0 (over REST, the fields in the body); name a
+	// setting to turn it off or back to its default. The slug cannot be changed.
+	UpdateMask    *fieldmaskpb.FieldMask `protobuf:"bytes,2,opt,name=update_mask,json=updateMask,proto3" json:"update_mask,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UpdateTenantRequest) Reset() {
+	*x = UpdateTenantRequest{}
+	mi := &file_manushya_identity_v1_tenant_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UpdateTenantRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UpdateTenantRequest) ProtoMessage() {}
+
+func (x *UpdateTenantRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_manushya_identity_v1_tenant_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UpdateTenantRequest.ProtoReflect.Descriptor instead.
+func (*UpdateTenantRequest) Descriptor() ([]byte, []int) {
+	return file_manushya_identity_v1_tenant_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *UpdateTenantRequest) GetTenant() *Tenant {
+	if x != nil {
+		return x.Tenant
+	}
+	return nil
+}
+
+func (x *UpdateTenantRequest) GetUpdateMask() *fieldmaskpb.FieldMask {
+	if x != nil {
+		return x.UpdateMask
+	}
+	return nil
+}
+
+// UpdateTenantResponse is the output of TenantService.UpdateTenant.
+type UpdateTenantResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The tenant as it is now.
+	Tenant        *Tenant `protobuf:"bytes,1,opt,name=tenant,proto3" json:"tenant,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UpdateTenantResponse) Reset() {
+	*x = UpdateTenantResponse{}
+	mi := &file_manushya_identity_v1_tenant_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UpdateTenantResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UpdateTenantResponse) ProtoMessage() {}
+
+func (x *UpdateTenantResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_manushya_identity_v1_tenant_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UpdateTenantResponse.ProtoReflect.Descriptor instead.
+func (*UpdateTenantResponse) Descriptor() ([]byte, []int) {
+	return file_manushya_identity_v1_tenant_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *UpdateTenantResponse) GetTenant() *Tenant {
+	if x != nil {
+		return x.Tenant
+	}
+	return nil
+}
+
 var File_manushya_identity_v1_tenant_proto protoreflect.FileDescriptor
 
 const file_manushya_identity_v1_tenant_proto_rawDesc = "" +
 	"\n" +
-	"!manushya/identity/v1/tenant.proto\x12\x14manushya.identity.v1\x1a\x1bbuf/validate/validate.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a manushya/options/v1/access.proto\"\xfc\x01\n" +
+	"!manushya/identity/v1/tenant.proto\x12\x14manushya.identity.v1\x1a\x1bbuf/validate/validate.proto\x1a\x1cgoogle/api/annotations.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a manushya/options/v1/access.proto\"\xfc\x01\n" +
 	"\x06Tenant\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04slug\x18\x02 \x01(\tR\x04slug\x12\x12\n" +
@@ -540,14 +646,22 @@ const file_manushya_identity_v1_tenant_proto_rawDesc = "" +
 	"page_token\x18\x02 \x01(\tB\b\xbaH\x05r\x03\x18\x80\x04R\tpageToken\"u\n" +
 	"\x13ListTenantsResponse\x126\n" +
 	"\atenants\x18\x01 \x03(\v2\x1c.manushya.identity.v1.TenantR\atenants\x12&\n" +
-	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken2\xbd\x03\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\x90\x01\n" +
+	"\x13UpdateTenantRequest\x12<\n" +
+	"\x06tenant\x18\x01 \x01(\v2\x1c.manushya.identity.v1.TenantB\x06\xbaH\x03\xc8\x01\x01R\x06tenant\x12;\n" +
+	"\vupdate_mask\x18\x02 \x01(\v2\x1a.google.protobuf.FieldMaskR\n" +
+	"updateMask\"L\n" +
+	"\x14UpdateTenantResponse\x124\n" +
+	"\x06tenant\x18\x01 \x01(\v2\x1c.manushya.identity.v1.TenantR\x06tenant2\xe1\x04\n" +
 	"\rTenantService\x12\x92\x01\n" +
 	"\fCreateTenant\x12).manushya.identity.v1.CreateTenantRequest\x1a*.manushya.identity.v1.CreateTenantResponse\"+\xaa\x9f\x19\x11\n" +
 	"\rtenant.create\x18\x01\x82\xd3\xe4\x93\x02\x10:\x01*\"\v/v1/tenants\x12\x89\x01\n" +
 	"\tGetTenant\x12&.manushya.identity.v1.GetTenantRequest\x1a'.manushya.identity.v1.GetTenantResponse\"+\xaa\x9f\x19\x0f\n" +
 	"\vtenant.read\x18\x01\x82\xd3\xe4\x93\x02\x12\x12\x10/v1/tenants/{id}\x12\x8a\x01\n" +
 	"\vListTenants\x12(.manushya.identity.v1.ListTenantsRequest\x1a).manushya.identity.v1.ListTenantsResponse\"&\xaa\x9f\x19\x0f\n" +
-	"\vtenant.list\x18\x01\x82\xd3\xe4\x93\x02\r\x12\v/v1/tenantsBHZFgithub.com/manushya-ai/manushya/pkg/pb/manushya/identity/v1;identityv1b\x06proto3"
+	"\vtenant.list\x18\x01\x82\xd3\xe4\x93\x02\r\x12\v/v1/tenants\x12\xa1\x01\n" +
+	"\fUpdateTenant\x12).manushya.identity.v1.UpdateTenantRequest\x1a*.manushya.identity.v1.UpdateTenantResponse\":\xaa\x9f\x19\x0f\n" +
+	"\rtenant.update\x82\xd3\xe4\x93\x02!:\x06tenant2\x17/v1/tenants/{tenant.id}BHZFgithub.com/manushya-ai/manushya/pkg/pb/manushya/identity/v1;identityv1b\x06proto3"
 
 var (
 	file_manushya_identity_v1_tenant_proto_rawDescOnce sync.Once
@@ -561,7 +675,7 @@ func file_manushya_identity_v1_tenant_proto_rawDescGZIP() []byte {
 	return file_manushya_identity_v1_tenant_proto_rawDescData
 }
 
-var file_manushya_identity_v1_tenant_proto_msgTypes = make([]protoimpl.MessageInfo, 8)
+var file_manushya_identity_v1_tenant_proto_msgTypes = make([]protoimpl.MessageInfo, 10)
 var file_manushya_identity_v1_tenant_proto_goTypes = []any{
 	(*Tenant)(nil),                // 0: manushya.identity.v1.Tenant
 	(*TenantSettings)(nil),        // 1: manushya.identity.v1.TenantSettings
@@ -571,27 +685,35 @@ var file_manushya_identity_v1_tenant_proto_goTypes = []any{
 	(*GetTenantResponse)(nil),     // 5: manushya.identity.v1.GetTenantResponse
 	(*ListTenantsRequest)(nil),    // 6: manushya.identity.v1.ListTenantsRequest
 	(*ListTenantsResponse)(nil),   // 7: manushya.identity.v1.ListTenantsResponse
-	(*timestamppb.Timestamp)(nil), // 8: google.protobuf.Timestamp
+	(*UpdateTenantRequest)(nil),   // 8: manushya.identity.v1.UpdateTenantRequest
+	(*UpdateTenantResponse)(nil),  // 9: manushya.identity.v1.UpdateTenantResponse
+	(*timestamppb.Timestamp)(nil), // 10: google.protobuf.Timestamp
+	(*fieldmaskpb.FieldMask)(nil), // 11: google.protobuf.FieldMask
 }
 var file_manushya_identity_v1_tenant_proto_depIdxs = []int32{
 	1,  // 0: manushya.identity.v1.Tenant.settings:type_name -> manushya.identity.v1.TenantSettings
-	8,  // 1: manushya.identity.v1.Tenant.create_time:type_name -> google.protobuf.Timestamp
-	8,  // 2: manushya.identity.v1.Tenant.update_time:type_name -> google.protobuf.Timestamp
+	10, // 1: manushya.identity.v1.Tenant.create_time:type_name -> google.protobuf.Timestamp
+	10, // 2: manushya.identity.v1.Tenant.update_time:type_name -> google.protobuf.Timestamp
 	1,  // 3: manushya.identity.v1.CreateTenantRequest.settings:type_name -> manushya.identity.v1.TenantSettings
 	0,  // 4: manushya.identity.v1.CreateTenantResponse.tenant:type_name -> manushya.identity.v1.Tenant
 	0,  // 5: manushya.identity.v1.GetTenantResponse.tenant:type_name -> manushya.identity.v1.Tenant
 	0,  // 6: manushya.identity.v1.ListTenantsResponse.tenants:type_name -> manushya.identity.v1.Tenant
-	2,  // 7: manushya.identity.v1.TenantService.CreateTenant:input_type -> manushya.identity.v1.CreateTenantRequest
-	4,  // 8: manushya.identity.v1.TenantService.GetTenant:input_type -> manushya.identity.v1.GetTenantRequest
-	6,  // 9: manushya.identity.v1.TenantService.ListTenants:input_type -> manushya.identity.v1.ListTenantsRequest
-	3,  // 10: manushya.identity.v1.TenantService.CreateTenant:output_type -> manushya.identity.v1.CreateTenantResponse
-	5,  // 11: manushya.identity.v1.TenantService.GetTenant:output_type -> manushya.identity.v1.GetTenantResponse
-	7,  // 12: manushya.identity.v1.TenantService.ListTenants:output_type -> manushya.identity.v1.ListTenantsResponse
-	10, // [10:13] is the sub-list for method output_type
-	7,  // [7:10] is the sub-list for method input_type
-	7,  // [7:7] is the sub-list for extension type_name
-	7,  // [7:7] is the sub-list for extension extendee
-	0,  // [0:7] is the sub-list for field type_name
+	0,  // 7: manushya.identity.v1.UpdateTenantRequest.tenant:type_name -> manushya.identity.v1.Tenant
+	11, // 8: manushya.identity.v1.UpdateTenantRequest.update_mask:type_name -> google.protobuf.FieldMask
+	0,  // 9: manushya.identity.v1.UpdateTenantResponse.tenant:type_name -> manushya.identity.v1.Tenant
+	2,  // 10: manushya.identity.v1.TenantService.CreateTenant:input_type -> manushya.identity.v1.CreateTenantRequest
+	4,  // 11: manushya.identity.v1.TenantService.GetTenant:input_type -> manushya.identity.v1.GetTenantRequest
+	6,  // 12: manushya.identity.v1.TenantService.ListTenants:input_type -> manushya.identity.v1.ListTenantsRequest
+	8,  // 13: manushya.identity.v1.TenantService.UpdateTenant:input_type -> manushya.identity.v1.UpdateTenantRequest
+	3,  // 14: manushya.identity.v1.TenantService.CreateTenant:output_type -> manushya.identity.v1.CreateTenantResponse
+	5,  // 15: manushya.identity.v1.TenantService.GetTenant:output_type -> manushya.identity.v1.GetTenantResponse
+	7,  // 16: manushya.identity.v1.TenantService.ListTenants:output_type -> manushya.identity.v1.ListTenantsResponse
+	9,  // 17: manushya.identity.v1.TenantService.UpdateTenant:output_type -> manushya.identity.v1.UpdateTenantResponse
+	14, // [14:18] is the sub-list for method output_type
+	10, // [10:14] is the sub-list for method input_type
+	10, // [10:10] is the sub-list for extension type_name
+	10, // [10:10] is the sub-list for extension extendee
+	0,  // [0:10] is the sub-list for field type_name
 }
 
 func init() { file_manushya_identity_v1_tenant_proto_init() }
@@ -605,7 +727,7 @@ func file_manushya_identity_v1_tenant_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_manushya_identity_v1_tenant_proto_rawDesc), len(file_manushya_identity_v1_tenant_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   8,
+			NumMessages:   10,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

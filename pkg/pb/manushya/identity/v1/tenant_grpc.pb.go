@@ -22,6 +22,7 @@ const (
 	TenantService_CreateTenant_FullMethodName = "/manushya.identity.v1.TenantService/CreateTenant"
 	TenantService_GetTenant_FullMethodName    = "/manushya.identity.v1.TenantService/GetTenant"
 	TenantService_ListTenants_FullMethodName  = "/manushya.identity.v1.TenantService/ListTenants"
+	TenantService_UpdateTenant_FullMethodName = "/manushya.identity.v1.TenantService/UpdateTenant"
 )
 
 // TenantServiceClient is the client API for TenantService service.
@@ -30,7 +31,8 @@ const (
 //
 // TenantService manages tenants: the isolated organisations a Manushya deployment
 // serves. Every identity, memory, policy and webhook belongs to exactly one tenant.
-// Only the platform operator calls it.
+// Only the platform operator calls it, except UpdateTenant, which a tenant's admins
+// may also call for their own tenant.
 type TenantServiceClient interface {
 	// Create a tenant.
 	//
@@ -45,6 +47,12 @@ type TenantServiceClient interface {
 	//
 	// Ordered by creation, oldest first, with keyset paging.
 	ListTenants(ctx context.Context, in *ListTenantsRequest, opts ...grpc.CallOption) (*ListTenantsResponse, error)
+	// Change a tenant's name or settings.
+	//
+	// The platform operator may update any tenant; a caller allowed tenant.update in
+	// its tenant (the admins, by default) only its own: any other id is NOT_FOUND.
+	// Settings changes apply to the next sign-in; sessions already open keep going.
+	UpdateTenant(ctx context.Context, in *UpdateTenantRequest, opts ...grpc.CallOption) (*UpdateTenantResponse, error)
 }
 
 type tenantServiceClient struct {
@@ -85,13 +93,24 @@ func (c *tenantServiceClient) ListTenants(ctx context.Context, in *ListTenantsRe
 	return out, nil
 }
 
+func (c *tenantServiceClient) UpdateTenant(ctx context.Context, in *UpdateTenantRequest, opts ...grpc.CallOption) (*UpdateTenantResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(UpdateTenantResponse)
+	err := c.cc.Invoke(ctx, TenantService_UpdateTenant_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // TenantServiceServer is the server API for TenantService service.
 // All implementations must embed UnimplementedTenantServiceServer
 // for forward compatibility.
 //
 // TenantService manages tenants: the isolated organisations a Manushya deployment
 // serves. Every identity, memory, policy and webhook belongs to exactly one tenant.
-// Only the platform operator calls it.
+// Only the platform operator calls it, except UpdateTenant, which a tenant's admins
+// may also call for their own tenant.
 type TenantServiceServer interface {
 	// Create a tenant.
 	//
@@ -106,6 +125,12 @@ type TenantServiceServer interface {
 	//
 	// Ordered by creation, oldest first, with keyset paging.
 	ListTenants(context.Context, *ListTenantsRequest) (*ListTenantsResponse, error)
+	// Change a tenant's name or settings.
+	//
+	// The platform operator may update any tenant; a caller allowed tenant.update in
+	// its tenant (the admins, by default) only its own: any other id is NOT_FOUND.
+	// Settings changes apply to the next sign-in; sessions already open keep going.
+	UpdateTenant(context.Context, *UpdateTenantRequest) (*UpdateTenantResponse, error)
 	mustEmbedUnimplementedTenantServiceServer()
 }
 
@@ -124,6 +149,9 @@ func (UnimplementedTenantServiceServer) GetTenant(context.Context, *GetTenantReq
 }
 func (UnimplementedTenantServiceServer) ListTenants(context.Context, *ListTenantsRequest) (*ListTenantsResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ListTenants not implemented")
+}
+func (UnimplementedTenantServiceServer) UpdateTenant(context.Context, *UpdateTenantRequest) (*UpdateTenantResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method UpdateTenant not implemented")
 }
 func (UnimplementedTenantServiceServer) mustEmbedUnimplementedTenantServiceServer() {}
 func (UnimplementedTenantServiceServer) testEmbeddedByValue()                       {}
@@ -200,6 +228,24 @@ func _TenantService_ListTenants_Handler(srv interface{}, ctx context.Context, de
 	return interceptor(ctx, in, info, handler)
 }
 
+func _TenantService_UpdateTenant_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(UpdateTenantRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(TenantServiceServer).UpdateTenant(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: TenantService_UpdateTenant_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(TenantServiceServer).UpdateTenant(ctx, req.(*UpdateTenantRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // TenantService_ServiceDesc is the grpc.ServiceDesc for TenantService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -218,6 +264,10 @@ var TenantService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ListTenants",
 			Handler:    _TenantService_ListTenants_Handler,
+		},
+		{
+			MethodName: "UpdateTenant",
+			Handler:    _TenantService_UpdateTenant_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},
