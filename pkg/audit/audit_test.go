@@ -239,3 +239,17 @@ func TestBusSinkSurvivesNATSRestart(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, uint64(150), info.State.Msgs)
 }
+
+func TestMutatingJudgesByMethodName(t *testing.T) {
+	for method, want := range map[string]bool{
+		"/manushya.identity.v1.IdentityService/CreateIdentity":         true,
+		"/manushya.identity.v1.AuthService/VerifyMfa":                  true,
+		"/manushya.identity.v1.IdentityService/GetIdentity":            false,
+		"/manushya.memory.v1.MemoryService/SearchMemories":             false,
+		"/manushya.embedding.v1.EmbeddingService/Embed":                false,
+		"/manushya.identity.v1.CredentialService/IntrospectCredential": false,
+		"/grpc.health.v1.Health/Check":                                 false,
+	} {
+		require.Equal(t, want, audit.Mutating(method), method)
+	}
+}

@@ -15,8 +15,11 @@ import (
 	"github.com/manushya-ai/manushya/pkg/auth"
 )
 
-// readOnlyPrefixes are method-name prefixes that change nothing and are not audited.
-var readOnlyPrefixes = []string{"Get", "List", "Search", "Verify", "Export", "Check", "Validate", "Test"}
+// readOnlyPrefixes are method-name prefixes that change nothing and are not
+// audited. Embed (a computation) and IntrospectCredential (asked by other
+// processes on every request they authenticate) read nothing of a tenant's and
+// change nothing either; auditing them would bury the log's changes.
+var readOnlyPrefixes = []string{"Get", "List", "Search", "Verify", "Export", "Check", "Validate", "Test", "Embed", "Introspect"}
 
 // changesDespiteName are methods whose name reads like a query but that change
 // state: VerifyMfa activates a pending MFA enrolment.

@@ -204,8 +204,14 @@ func (s *Service) AppendAudit(ctx context.Context, tenant uuid.UUID, recs ...Aud
 	return s.store.InTenant(ctx, tenant, func(tx *store.Tx) error { return s.appendAudit(ctx, tx, tenant, recs) })
 }
 
-// auditEvents is the audit writer: every domain event becomes an entry. Test
-// events are left out.
+// notAudited are event types that record no change to anything: test events and
+// metering sums (usage.recorded, published every few seconds per identity and
+// route). They stay in the event store and reach webhooks, but would bury the
+// audit log's changes under noise.
+var notAudited = map[string]bool{"webhook.test": true, "usage.recorded": true}
+
+// auditEvents is the audit writer: every domain event becomes an entry, except
+// the notAudited types.
 func (s *Service) auditEvents(ctx context.Context, evs []bus.Event) error {
 	groups, order, err := byTenant(evs)
 	if err != nil {
@@ -214,7 +220,7 @@ func (s *Service) auditEvents(ctx context.Context, evs []bus.Event) error {
 	for _, tenant := range order {
 		var recs []AuditRecord
 		for _, ev := range groups[tenant] {
-			if ev.Type == "webhook.test" {
+			if notAudited[ev.Type] {
 				continue
 			}
 			id, err := uuid.Parse(ev.ID)
