@@ -5,17 +5,14 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net"
-	"strings"
 	"time"
 
 	"github.com/google/uuid"
-	"google.golang.org/grpc/metadata"
-	"google.golang.org/grpc/peer"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/manushya-ai/manushya/pkg/apierr"
+	"github.com/manushya-ai/manushya/pkg/audit"
 	"github.com/manushya-ai/manushya/pkg/auth"
 	"github.com/manushya-ai/manushya/pkg/bus"
 	"github.com/manushya-ai/manushya/pkg/pagination"
@@ -77,34 +74,11 @@ type client struct {
 	ip, userAgent string
 }
 
-// clientOf reads the client address and user agent: the gateway forwards them as
-// x-forwarded-for (which it sets itself, replacing any value the client sent) and
-// grpcgateway-user-agent; direct gRPC callers give the peer address and their
-// user-agent.
+// clientOf reads the client address and user agent the way the audit log does
+// (audit.ClientOf), so a session and its audit entries name the same device.
 func clientOf(ctx context.Context) client {
-	var c client
-	md, _ := metadata.FromIncomingContext(ctx)
-	if v := md.Get("x-forwarded-for"); len(v) > 0 {
-		first, _, _ := strings.Cut(v[0], ",")
-		c.ip = strings.TrimSpace(first)
-	}
-	if c.ip == "" {
-		if p, ok := peer.FromContext(ctx); ok && p.Addr != nil {
-			c.ip = p.Addr.String()
-			if host, _, err := net.SplitHostPort(c.ip); err == nil {
-				c.ip = host
-			}
-		}
-	}
-	for _, k := range []string{"grpcgateway-user-agent", "user-agent"} {
-		if v := md.Get(k); len(v) > 0 && v[0] != "" {
-			c.userAgent = v[0]
-			break
-		}
-	}
-	c.ip = truncate(c.ip, 64)
-	c.userAgent = truncate(c.userAgent, 512)
-	return c
+	c := audit.ClientOf(ctx)
+	return client{ip: c.IP, userAgent: c.UserAgent}
 }
 
 func truncate(s string, n int) string {
