@@ -59,6 +59,11 @@ func Open(ctx context.Context, rawURL string) (Store, error) {
 		// The parse error may quote the URL, password included.
 		return nil, fmt.Errorf("kv: invalid Redis URL %q", telemetry.RedactURL(rawURL))
 	}
+	// Callers bound each call with a context deadline (the rate limiter gives
+	// Redis 100 ms before falling back); without this go-redis ignores deadlines on
+	// socket reads, and a slow (not dead) Redis would hold a request for its 3 s
+	// read timeout.
+	opts.ContextTimeoutEnabled = true
 	client := redis.NewClient(opts)
 	if err := client.Ping(ctx).Err(); err != nil {
 		_ = client.Close()

@@ -18,10 +18,22 @@ import (
 //
 //	go test ./pkg/ratelimit -run '^$' -bench InterceptorOverhead -benchtime 20000x
 func BenchmarkInterceptorOverhead(b *testing.B) {
-	lim, err := ratelimit.New(ratelimit.Options{
-		Redis:    redisClient(b),
-		Defaults: []ratelimit.Limit{{Scope: ratelimit.ScopeRole, Rate: 1_000_000, Period: time.Second}},
+	benchOverhead(b, []ratelimit.Limit{{Scope: ratelimit.ScopeRole, Rate: 1_000_000, Period: time.Second}})
+}
+
+// BenchmarkInterceptorOverheadFourLimits is the same with a limit on every scope
+// (tenant, role, identity, API key): four counters decided per request.
+func BenchmarkInterceptorOverheadFourLimits(b *testing.B) {
+	benchOverhead(b, []ratelimit.Limit{
+		{Scope: ratelimit.ScopeTenant, Rate: 1_000_000, Period: time.Second},
+		{Scope: ratelimit.ScopeRole, Rate: 1_000_000, Period: time.Second},
+		{Scope: ratelimit.ScopeIdentity, Rate: 1_000_000, Period: time.Second},
+		{Scope: ratelimit.ScopeAPIKey, Rate: 1_000_000, Period: time.Second},
 	})
+}
+
+func benchOverhead(b *testing.B, limits []ratelimit.Limit) {
+	lim, err := ratelimit.New(ratelimit.Options{Redis: redisClient(b), Defaults: limits})
 	require.NoError(b, err)
 	on, off := serve(b, lim), serve(b, nil)
 	c := newCaller("user")

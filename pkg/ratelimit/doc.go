@@ -4,9 +4,11 @@
 // Limits use GCRA (the generic cell rate algorithm): a request is allowed when the
 // theoretical arrival time of the key, advanced by the request's cost, stays within
 // the burst allowance. Unlike fixed windows there is no boundary at which a caller
-// can spend two windows' worth at once. Counters live in Redis (go-redis/redis_rate,
-// one key per script call, so it runs on Redis Cluster; keys carry the tenant as a
-// hash tag, "{tenant}", so one tenant's counters share a slot) or in process.
+// can spend two windows' worth at once. Counters live in Redis or in process. On
+// Redis one Lua script call decides every counter of a request (one round trip however
+// many limits apply); its keys carry the tenant as a hash tag, "{tenant}", so they
+// share a slot and the script runs on Redis Cluster. Each counter decides on its own,
+// exactly as if asked alone, with redis_rate's arithmetic and key prefix ("rate:").
 //
 // # Which limits apply
 //

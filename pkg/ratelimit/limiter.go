@@ -255,8 +255,14 @@ func (l *Limiter) Allow(ctx context.Context, p *auth.Principal, a authz.Access) 
 		tightest *decision
 		refused  *decision
 		all      [4]decision
+		askBuf   [4]ask
+		resBuf   [4]result
 	)
-	for i, ap := range apps {
+	asks, results := askBuf[:0], resBuf[:0]
+	if len(apps) > len(askBuf) {
+		asks, results = make([]ask, 0, len(apps)), make([]result, 0, len(apps))
+	}
+	for _, ap := range apps {
 		cost := int64(ap.limit.Cost)
 		if c, ok := l.opts.Costs[route]; ok {
 			cost = int64(c)
@@ -264,9 +270,19 @@ func (l *Limiter) Allow(ctx context.Context, p *auth.Principal, a authz.Access) 
 		if cost <= 0 {
 			cost = 1
 		}
-		res, known := l.count(ctx, ap.key, ap.limit, cost)
-		d := &all[i]
-		*d = decision{applied: ap, res: res, known: known}
+		asks = append(asks, ask{key: ap.key, limit: ap.limit, cost: cost})
+	}
+	results = results[:len(asks)]
+	// Every counter of the request in one backend call: one Redis round trip.
+	known := l.count(ctx, asks, results)
+	decisions := all[:0]
+	if len(apps) > len(all) {
+		decisions = make([]decision, 0, len(apps))
+	}
+	for i, ap := range apps {
+		res := results[i]
+		decisions = append(decisions, decision{applied: ap, res: res, known: known})
+		d := &decisions[i]
 		shadow := ap.limit.Shadow || l.opts.Shadow
 		outcome := "allowed"
 		if !res.allowed {
@@ -287,7 +303,7 @@ func (l *Limiter) Allow(ctx context.Context, p *auth.Principal, a authz.Access) 
 		tightest = refused
 	}
 	if tightest != nil {
-		l.setHeaders(ctx, all[:len(apps)], tightest, refused != nil)
+		l.setHeaders(ctx, decisions, tightest, refused != nil)
 	}
 	if refused != nil {
 		return refusal(refused)
@@ -303,31 +319,40 @@ func tighter(a, b *decision) bool {
 	return float64(a.res.remaining)/float64(a.limit.burst()) < float64(b.res.remaining)/float64(b.limit.burst())
 }
 
-// count asks Redis, or the fallback while Redis is down. known is false when the
-// fallback is to let requests through uncounted.
-func (l *Limiter) count(ctx context.Context, key string, lim Limit, cost int64) (result, bool) {
+// count asks Redis, or the fallback while Redis is down, for every counter of asks
+// at once, answering into out. known is false when the fallback is to let requests
+// through uncounted (out then allows everything).
+func (l *Limiter) count(ctx context.Context, asks []ask, out []result) (known bool) {
 	if l.redis != nil && time.Now().UnixNano() >= l.downUntil.Load() {
 		rctx, cancel := context.WithTimeout(ctx, l.opts.RedisTimeout)
-		res, err := l.redis.allow(rctx, key, lim, cost)
+		err := l.redis.allow(rctx, asks, out)
 		cancel()
 		if err == nil {
-			if l.down.CompareAndSwap(true, false) {
+			if l.down.Load() && l.down.CompareAndSwap(true, false) {
 				l.metrics.fallback.Set(0)
 				l.logger.InfoContext(ctx, "rate limiting back on Redis")
 			}
-			return res, true
+			return true
 		}
 		if ctx.Err() != nil {
 			// The caller went away; nothing is wrong with Redis.
-			return result{allowed: true}, false
+			allowAll(out)
+			return false
 		}
 		l.redisFailed(ctx, err)
 	}
 	if l.redis == nil || l.opts.Fallback == FallbackLocal {
-		res, _ := l.local.allow(ctx, key, lim, cost)
-		return res, true
+		_ = l.local.allow(ctx, asks, out)
+		return true
 	}
-	return result{allowed: true}, false
+	allowAll(out)
+	return false
+}
+
+func allowAll(out []result) {
+	for i := range out {
+		out[i] = result{allowed: true}
+	}
 }
 
 func (l *Limiter) redisFailed(ctx context.Context, err error) {
@@ -417,13 +442,14 @@ func (l *Limiter) State(ctx context.Context, key string) (State, error) {
 	if err != nil {
 		return State{}, err
 	}
-	res, known := l.count(ctx, key, lim, 0)
-	st := State{Key: key, Limit: lim, Remaining: res.remaining, ResetAfter: res.resetAfter}
+	var res [1]result
+	known := l.count(ctx, []ask{{key: key, limit: lim}}, res[:])
+	st := State{Key: key, Limit: lim, Remaining: res[0].remaining, ResetAfter: res[0].resetAfter}
 	if !known {
 		st.Remaining = lim.burst()
 	}
 	if st.Remaining <= 0 {
-		st.RetryAfter = res.retryAfter
+		st.RetryAfter = res[0].retryAfter
 		if st.RetryAfter == 0 {
 			st.RetryAfter = time.Duration(float64(lim.Period) / float64(lim.Rate))
 		}

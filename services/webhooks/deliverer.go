@@ -63,6 +63,8 @@ type deliverer struct {
 	wg      sync.WaitGroup
 	running atomic.Bool
 	metrics *deliveryMetrics // nil: not exported
+
+	recorder outcomeRecorder
 }
 
 func newDeliverer(s *Service, policy addressPolicy) *deliverer {
@@ -76,7 +78,7 @@ func newDeliverer(s *Service, policy addressPolicy) *deliverer {
 		IdleConnTimeout:       90 * time.Second,
 		ForceAttemptHTTP2:     true,
 	}
-	return &deliverer{
+	d := &deliverer{
 		s: s,
 		client: &http.Client{
 			Transport: tr,
@@ -89,6 +91,8 @@ func newDeliverer(s *Service, policy addressPolicy) *deliverer {
 		global: make(chan struct{}, s.cfg.GlobalConcurrency),
 		eps:    map[uuid.UUID]*endpointQueue{},
 	}
+	d.recorder.d = d
+	return d
 }
 
 // wake makes the scheduler look for due deliveries now.
@@ -406,7 +410,19 @@ func (d *deliverer) attemptErr(ctx context.Context, q *endpointQueue, j job) err
 	if ctx.Err() != nil {
 		return ctx.Err() // released by attempt
 	}
-	return d.record(context.WithoutCancel(ctx), ep, dl, res)
+	o := &outcome{ep: ep, dl: dl, res: res, at: d.s.now()}
+	if !ep.Ordered {
+		// The delivery stays leased until the recorder commits its outcome; a
+		// crash before that lets the lease expire and the attempt is made again
+		// with the same webhook-id. The worker need not wait for it.
+		d.recorder.submit(o)
+		return nil
+	}
+	// Strict order: the endpoint's next attempt (which waits on orderMu) must not
+	// start before this outcome is durable.
+	o.done = make(chan error, 1)
+	d.recorder.submit(o)
+	return <-o.done
 }
 
 // result is what one HTTP attempt produced.
@@ -587,78 +603,50 @@ func (s *Service) backoff(n int, retryAfter time.Duration) time.Duration {
 	return max(step, retryAfter)
 }
 
-// record stores the attempt and moves the delivery (and maybe the endpoint) on.
-func (d *deliverer) record(ctx context.Context, ep sqlc.WebhooksEndpoint, dl sqlc.WebhooksDelivery, res result) error {
-	s := d.s
+// recordFailure moves a delivery whose attempt did not succeed on, in tx: a 410
+// or five days of failures disable the endpoint, an exhausted schedule makes the
+// delivery dead, anything else schedules the next attempt. It returns the final
+// outcome for the metrics ("" while retrying) and whether the next attempt is due
+// before the scheduler's next scan.
+func (s *Service) recordFailure(ctx context.Context, tx *store.Tx, ep sqlc.WebhooksEndpoint, dl sqlc.WebhooksDelivery,
+	res result, now time.Time,
+) (final string, wake bool, err error) {
 	a := res.attempt
 	n := dl.AttemptCount + 1
-	now := s.now()
-	wake := false
-	final := ""
-	err := s.store.InTenant(ctx, dl.TenantID, func(tx *store.Tx) error {
-		final = "" // a retried transaction starts over
-		if err := tx.RelaxCommit(ctx); err != nil {
-			return err
-		}
-		if err := s.insertAttempt(ctx, tx, dl, n, a); err != nil {
-			return err
-		}
-		fin := sqlc.FinishAttemptParams{
-			ID: dl.ID, AttemptCount: n, LastStatusCode: a.GetResponseStatusCode(), LastError: a.GetError(), LastAttemptTime: &now,
-		}
-		switch {
-		case res.success():
-			fin.Status, final = statusSucceeded, finalSucceeded
-			if ep.FailingSince != nil {
-				if err := tx.MarkEndpointHealthy(ctx, ep.ID); err != nil {
-					return err
-				}
-			}
-			return tx.RecordSuccess(ctx, sqlc.RecordSuccessParams{
-				ID: dl.ID, AttemptCount: n, LastStatusCode: a.GetResponseStatusCode(), LastAttemptTime: now,
-			})
-		case a.GetResponseStatusCode() == http.StatusGone:
-			fin.Status, final = statusFailed, finalFailed
-			if err := tx.FinishAttempt(ctx, fin); err != nil {
-				return err
-			}
-			return s.disable(ctx, tx, ep, webhooksv1.WebhookDisabledReason_WEBHOOK_DISABLED_REASON_GONE, nil)
-		}
-		since, err := tx.MarkEndpointFailing(ctx, sqlc.MarkEndpointFailingParams{ID: ep.ID, Now: now})
-		if err != nil {
-			return err
-		}
-		if since != nil && now.Sub(*since) >= s.cfg.DisableAfter {
-			fin.Status, final = statusFailed, finalFailed
-			if err := tx.FinishAttempt(ctx, fin); err != nil {
-				return err
-			}
-			return s.disable(ctx, tx, ep, webhooksv1.WebhookDisabledReason_WEBHOOK_DISABLED_REASON_FAILING, since)
-		}
-		if int(n) >= len(s.cfg.RetrySchedule) {
-			fin.Status, final = statusDead, finalDead
-			if err := tx.FinishAttempt(ctx, fin); err != nil {
-				return err
-			}
-			return tx.Dequeue(ctx, dl.ID)
-		}
-		next := now.Add(s.backoff(int(n), res.retryAfter))
-		fin.Status, fin.NextAttemptTime = statusRetrying, &next
-		wake = next.Sub(now) < s.cfg.PollInterval
+	fin := sqlc.FinishAttemptParams{
+		ID: dl.ID, AttemptCount: n, LastStatusCode: a.GetResponseStatusCode(), LastError: a.GetError(), LastAttemptTime: &now,
+	}
+	if a.GetResponseStatusCode() == http.StatusGone {
+		fin.Status = statusFailed
 		if err := tx.FinishAttempt(ctx, fin); err != nil {
-			return err
+			return "", false, err
 		}
-		return tx.RequeueAt(ctx, sqlc.RequeueAtParams{DeliveryID: dl.ID, NextAttemptTime: next})
-	})
+		return finalFailed, false, s.disable(ctx, tx, ep, webhooksv1.WebhookDisabledReason_WEBHOOK_DISABLED_REASON_GONE, nil)
+	}
+	since, err := tx.MarkEndpointFailing(ctx, sqlc.MarkEndpointFailingParams{ID: ep.ID, Now: now})
 	if err != nil {
-		s.forgetPartitions() // in case another replica dropped the day's partition
-		return fmt.Errorf("record attempt: %w", err)
+		return "", false, err
 	}
-	d.metrics.observe(res, final)
-	if wake {
-		d.wake()
+	if since != nil && now.Sub(*since) >= s.cfg.DisableAfter {
+		fin.Status = statusFailed
+		if err := tx.FinishAttempt(ctx, fin); err != nil {
+			return "", false, err
+		}
+		return finalFailed, false, s.disable(ctx, tx, ep, webhooksv1.WebhookDisabledReason_WEBHOOK_DISABLED_REASON_FAILING, since)
 	}
-	return nil
+	if int(n) >= len(s.cfg.RetrySchedule) {
+		fin.Status = statusDead
+		if err := tx.FinishAttempt(ctx, fin); err != nil {
+			return "", false, err
+		}
+		return finalDead, false, tx.Dequeue(ctx, dl.ID)
+	}
+	next := now.Add(s.backoff(int(n), res.retryAfter))
+	fin.Status, fin.NextAttemptTime = statusRetrying, &next
+	if err := tx.FinishAttempt(ctx, fin); err != nil {
+		return "", false, err
+	}
+	return "", next.Sub(now) < s.cfg.PollInterval, tx.RequeueAt(ctx, sqlc.RequeueAtParams{DeliveryID: dl.ID, NextAttemptTime: next})
 }
 
 // disable turns the endpoint off, fails its open deliveries, empties its queue and
@@ -685,27 +673,4 @@ func (s *Service) disable(ctx context.Context, tx *store.Tx, ep sqlc.WebhooksEnd
 	}
 	s.logger.WarnContext(ctx, "webhook disabled", "webhook_id", ep.ID, "reason", reason.String())
 	return tx.Emit(ctx, ev)
-}
-
-// insertAttempt stores one attempt in its day partition.
-func (s *Service) insertAttempt(ctx context.Context, tx *store.Tx, dl sqlc.WebhooksDelivery, n int32, a *webhooksv1.WebhookAttempt) error {
-	start := a.GetStartTime().AsTime()
-	if err := s.ensurePartition(ctx, tx, store.TableAttempts, start); err != nil {
-		return err
-	}
-	reqH, err := jsonMarshal(a.GetRequestHeaders())
-	if err != nil {
-		return err
-	}
-	respH, err := jsonMarshal(a.GetResponseHeaders())
-	if err != nil {
-		return err
-	}
-	return tx.InsertAttempt(ctx, sqlc.InsertAttemptParams{
-		TenantID: dl.TenantID, DeliveryID: dl.ID, WebhookID: dl.WebhookID, AttemptNumber: n,
-		RequestHeaders: reqH, RequestBody: a.GetRequestBody(), RequestBodyTruncated: a.GetRequestBodyTruncated(),
-		ResponseStatusCode: a.GetResponseStatusCode(), ResponseHeaders: respH, ResponseBody: a.GetResponseBody(),
-		ResponseBodyTruncated: a.GetResponseBodyTruncated(), LatencyUs: a.GetLatency().AsDuration().Microseconds(),
-		Error: a.GetError(), StartTime: start,
-	})
 }

@@ -29,8 +29,13 @@
 // ResponseReadBytes of the answer. A failure is retried on RetrySchedule with
 // ±10% jitter, or after Retry-After when longer; 410 disables the endpoint; an
 // endpoint failing for DisableAfter is disabled; both emit
-// webhook.endpoint.disabled through this service's outbox. Every state change is
-// in PostgreSQL, so a restarted process resumes retries when they are due.
+// webhook.endpoint.disabled through this service's outbox. Outcomes are recorded
+// by group commit (outcomes.go): a worker queues its attempt's outcome and goes on,
+// and one transaction per tenant records everything queued while the previous one
+// committed; the delivery stays leased until then, so a crash in between only
+// repeats the attempt (same webhook-id). An ordered endpoint's worker waits for the
+// commit before its next attempt. Every state change is in PostgreSQL, so a
+// restarted process resumes retries when they are due.
 //
 // SSRF. Connections go through a dialer whose Control hook checks the address
 // actually dialled (after DNS): private, loopback, link-local (metadata),

@@ -314,3 +314,42 @@ RETURNING delivery_id, webhook_id, seq, (leased_until IS NOT NULL)::boolean AS l
 
 -- name: ReleaseLeases :exec
 UPDATE webhooks.delivery_queue SET leased_until = NULL WHERE delivery_id = ANY(sqlc.arg(ids)::uuid[]);
+
+-- name: InsertAttempts :exec
+-- A batch of one tenant's attempts in one statement (the recorder's group commit).
+INSERT INTO webhooks.attempts (tenant_id, delivery_id, webhook_id, attempt_number, request_headers, request_body,
+  request_body_truncated, response_status_code, response_headers, response_body, response_body_truncated,
+  latency_us, error, start_time)
+SELECT sqlc.arg(tenant_id)::uuid, u.delivery_id, u.webhook_id, u.attempt_number, u.request_headers::jsonb, u.request_body,
+  u.request_body_truncated, u.response_status_code, u.response_headers::jsonb, u.response_body,
+  u.response_body_truncated, u.latency_us, u.error, u.start_time
+FROM (SELECT unnest(sqlc.arg(delivery_ids)::uuid[]) AS delivery_id, unnest(sqlc.arg(webhook_ids)::uuid[]) AS webhook_id,
+             unnest(sqlc.arg(attempt_numbers)::integer[]) AS attempt_number,
+             unnest(sqlc.arg(request_headers)::text[]) AS request_headers,
+             unnest(sqlc.arg(request_bodies)::text[]) AS request_body,
+             unnest(sqlc.arg(request_body_truncated)::boolean[]) AS request_body_truncated,
+             unnest(sqlc.arg(response_status_codes)::integer[]) AS response_status_code,
+             unnest(sqlc.arg(response_headers)::text[]) AS response_headers,
+             unnest(sqlc.arg(response_bodies)::text[]) AS response_body,
+             unnest(sqlc.arg(response_body_truncated)::boolean[]) AS response_body_truncated,
+             unnest(sqlc.arg(latencies_us)::bigint[]) AS latency_us, unnest(sqlc.arg(errors)::text[]) AS error,
+             unnest(sqlc.arg(start_times)::timestamptz[]) AS start_time) AS u;
+
+-- name: RecordSuccesses :exec
+-- RecordSuccess for a batch of deliveries: each marked succeeded and dequeued.
+WITH u AS (
+  SELECT unnest(sqlc.arg(ids)::uuid[]) AS id, unnest(sqlc.arg(attempt_counts)::integer[]) AS attempt_count,
+         unnest(sqlc.arg(status_codes)::integer[]) AS status_code,
+         unnest(sqlc.arg(attempt_times)::timestamptz[]) AS attempt_time
+), d AS (
+  UPDATE webhooks.deliveries SET status = 2, attempt_count = u.attempt_count, next_attempt_time = NULL,
+    last_status_code = u.status_code, last_error = '', last_attempt_time = u.attempt_time, update_time = now()
+  FROM u WHERE webhooks.deliveries.id = u.id
+  RETURNING webhooks.deliveries.id
+)
+DELETE FROM webhooks.delivery_queue q USING d WHERE q.delivery_id = d.id;
+
+-- name: MarkEndpointsHealthy :exec
+-- Writes only the endpoints that were failing: a healthy endpoint's row is left alone.
+UPDATE webhooks.endpoints SET failing_since = NULL
+WHERE id = ANY(sqlc.arg(ids)::uuid[]) AND failing_since IS NOT NULL;

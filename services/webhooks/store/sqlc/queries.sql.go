@@ -843,6 +843,64 @@ func (q *Queries) InsertAttempt(ctx context.Context, arg InsertAttemptParams) er
 	return err
 }
 
+const insertAttempts = `-- name: InsertAttempts :exec
+INSERT INTO webhooks.attempts (tenant_id, delivery_id, webhook_id, attempt_number, request_headers, request_body,
+  request_body_truncated, response_status_code, response_headers, response_body, response_body_truncated,
+  latency_us, error, start_time)
+SELECT $1::uuid, u.delivery_id, u.webhook_id, u.attempt_number, u.request_headers::jsonb, u.request_body,
+  u.request_body_truncated, u.response_status_code, u.response_headers::jsonb, u.response_body,
+  u.response_body_truncated, u.latency_us, u.error, u.start_time
+FROM (SELECT unnest($2::uuid[]) AS delivery_id, unnest($3::uuid[]) AS webhook_id,
+             unnest($4::integer[]) AS attempt_number,
+             unnest($5::text[]) AS request_headers,
+             unnest($6::text[]) AS request_body,
+             unnest($7::boolean[]) AS request_body_truncated,
+             unnest($8::integer[]) AS response_status_code,
+             unnest($9::text[]) AS response_headers,
+             unnest($10::text[]) AS response_body,
+             unnest($11::boolean[]) AS response_body_truncated,
+             unnest($12::bigint[]) AS latency_us, unnest($13::text[]) AS error,
+             unnest($14::timestamptz[]) AS start_time) AS u
+`
+
+type InsertAttemptsParams struct {
+	TenantID              uuid.UUID
+	DeliveryIds           []uuid.UUID
+	WebhookIds            []uuid.UUID
+	AttemptNumbers        []int32
+	RequestHeaders        []string
+	RequestBodies         []string
+	RequestBodyTruncated  []bool
+	ResponseStatusCodes   []int32
+	ResponseHeaders       []string
+	ResponseBodies        []string
+	ResponseBodyTruncated []bool
+	LatenciesUs           []int64
+	Errors                []string
+	StartTimes            []time.Time
+}
+
+// A batch of one tenant's attempts in one statement (the recorder's group commit).
+func (q *Queries) InsertAttempts(ctx context.Context, arg InsertAttemptsParams) error {
+	_, err := q.db.Exec(ctx, insertAttempts,
+		arg.TenantID,
+		arg.DeliveryIds,
+		arg.WebhookIds,
+		arg.AttemptNumbers,
+		arg.RequestHeaders,
+		arg.RequestBodies,
+		arg.RequestBodyTruncated,
+		arg.ResponseStatusCodes,
+		arg.ResponseHeaders,
+		arg.ResponseBodies,
+		arg.ResponseBodyTruncated,
+		arg.LatenciesUs,
+		arg.Errors,
+		arg.StartTimes,
+	)
+	return err
+}
+
 const insertAuditEntry = `-- name: InsertAuditEntry :exec
 INSERT INTO webhooks.audit_entries (tenant_id, sequence, id, source_event_id, actor_identity_id, actor_kind,
   actor_api_key_id, actor_session_id, actor_external_id, action, resource_type, resource_id, before, after,
@@ -1502,6 +1560,17 @@ func (q *Queries) MarkEndpointHealthy(ctx context.Context, id uuid.UUID) error {
 	return err
 }
 
+const markEndpointsHealthy = `-- name: MarkEndpointsHealthy :exec
+UPDATE webhooks.endpoints SET failing_since = NULL
+WHERE id = ANY($1::uuid[]) AND failing_since IS NOT NULL
+`
+
+// Writes only the endpoints that were failing: a healthy endpoint's row is left alone.
+func (q *Queries) MarkEndpointsHealthy(ctx context.Context, ids []uuid.UUID) error {
+	_, err := q.db.Exec(ctx, markEndpointsHealthy, ids)
+	return err
+}
+
 const matchingEndpoints = `-- name: MatchingEndpoints :many
 SELECT id, tenant_id, name, url, events, description, enabled, headers, rate_limit_per_second, ordered, secret, previous_secret, previous_secret_expire_time, disabled_reason, failing_since, create_time, update_time FROM webhooks.endpoints
 WHERE enabled AND events && $1::text[]
@@ -1600,6 +1669,38 @@ func (q *Queries) RecordSuccess(ctx context.Context, arg RecordSuccessParams) er
 		arg.LastStatusCode,
 		arg.LastAttemptTime,
 		arg.ID,
+	)
+	return err
+}
+
+const recordSuccesses = `-- name: RecordSuccesses :exec
+WITH u AS (
+  SELECT unnest($1::uuid[]) AS id, unnest($2::integer[]) AS attempt_count,
+         unnest($3::integer[]) AS status_code,
+         unnest($4::timestamptz[]) AS attempt_time
+), d AS (
+  UPDATE webhooks.deliveries SET status = 2, attempt_count = u.attempt_count, next_attempt_time = NULL,
+    last_status_code = u.status_code, last_error = '', last_attempt_time = u.attempt_time, update_time = now()
+  FROM u WHERE webhooks.deliveries.id = u.id
+  RETURNING webhooks.deliveries.id
+)
+DELETE FROM webhooks.delivery_queue q USING d WHERE q.delivery_id = d.id
+`
+
+type RecordSuccessesParams struct {
+	Ids           []uuid.UUID
+	AttemptCounts []int32
+	StatusCodes   []int32
+	AttemptTimes  []time.Time
+}
+
+// RecordSuccess for a batch of deliveries: each marked succeeded and dequeued.
+func (q *Queries) RecordSuccesses(ctx context.Context, arg RecordSuccessesParams) error {
+	_, err := q.db.Exec(ctx, recordSuccesses,
+		arg.Ids,
+		arg.AttemptCounts,
+		arg.StatusCodes,
+		arg.AttemptTimes,
 	)
 	return err
 }
