@@ -144,6 +144,10 @@ func New(cfg Config, deps Deps) (*Module, error) {
 			_ = deps.Registerer.Register(newLagCollector(deps.Bus))
 		}
 	}
+	if deps.Pool != nil && deps.Registerer != nil {
+		// Already registered means another usage module in this process exports it.
+		_ = deps.Registerer.Register(newQueueCollector(m.monitor))
+	}
 	return m, nil
 }
 

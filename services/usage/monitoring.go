@@ -228,38 +228,110 @@ func (s *monitoringServer) ListConsumers(ctx context.Context, req *adminv1.ListC
 }
 
 func (s *monitoringServer) ListQueues(ctx context.Context, req *adminv1.ListQueuesRequest) (*adminv1.ListQueuesResponse, error) {
-	m := s.mon
-	resp := &adminv1.ListQueuesResponse{}
-	if m.pool == nil || (req.GetKind() != adminv1.QueueKind_QUEUE_KIND_UNSPECIFIED && req.GetKind() != adminv1.QueueKind_QUEUE_KIND_OUTBOX) {
-		return resp, nil
+	queues, err := s.mon.queues(ctx, req.GetKind())
+	if err != nil {
+		return nil, err
 	}
-	for _, schema := range outboxSchemas {
-		var exists bool
-		if err := m.pool.QueryRow(ctx, "SELECT to_regclass($1) IS NOT NULL", schema+".outbox").Scan(&exists); err != nil {
-			return nil, fmt.Errorf("look up %s.outbox: %w", schema, err)
+	return &adminv1.ListQueuesResponse{Queues: queues}, nil
+}
+
+// workQueue is a cross-tenant work table whose rows are the waiting items. Like the
+// outboxes these tables hold ids and times only and carry no RLS, so the monitor
+// reads them directly.
+type workQueue struct {
+	name    string
+	kind    adminv1.QueueKind
+	service string
+	table   string
+	// query returns depth, in-flight count, failed count and the oldest waiting
+	// item's time (NULL when nothing waits) from table.
+	query string
+}
+
+// workQueues are the queues besides the outboxes: webhook deliveries pending or
+// retrying (in flight: leased by a worker; the oldest waiting item is the longest
+// overdue one), and memories waiting for their embedding (failed: the last attempt
+// failed and a retry is scheduled).
+var workQueues = []workQueue{
+	{
+		name: "webhooks/deliveries", kind: adminv1.QueueKind_QUEUE_KIND_WEBHOOK_DELIVERIES, service: "webhooks",
+		table: "webhooks.delivery_queue",
+		query: `SELECT count(*), count(*) FILTER (WHERE leased_until > now()), 0,
+			min(next_attempt_time) FILTER (WHERE next_attempt_time <= now() AND (leased_until IS NULL OR leased_until <= now()))
+			FROM webhooks.delivery_queue`,
+	},
+	{
+		name: "memory/embedding", kind: adminv1.QueueKind_QUEUE_KIND_EMBEDDING, service: "memory",
+		table: "memory.embedding_jobs",
+		query: `SELECT count(*) FILTER (WHERE last_error = ''), 0, count(*) FILTER (WHERE last_error <> ''),
+			min(retry_time) FILTER (WHERE last_error = '' AND retry_time <= now())
+			FROM memory.embedding_jobs`,
+	},
+}
+
+// queues reads every queue of kind (all kinds when unspecified) that exists in this
+// database and is readable by this process.
+func (m *monitor) queues(ctx context.Context, kind adminv1.QueueKind) ([]*adminv1.QueueDepth, error) {
+	if m.pool == nil {
+		return nil, nil
+	}
+	var out []*adminv1.QueueDepth
+	if kind == adminv1.QueueKind_QUEUE_KIND_UNSPECIFIED || kind == adminv1.QueueKind_QUEUE_KIND_OUTBOX {
+		for _, schema := range outboxSchemas {
+			q := workQueue{
+				name: "outbox/" + schema, kind: adminv1.QueueKind_QUEUE_KIND_OUTBOX, service: schema, table: schema + ".outbox",
+				query: "SELECT count(*), 0, 0, min(created_at) FROM " + pgx.Identifier{schema, "outbox"}.Sanitize(),
+			}
+			qd, err := m.queue(ctx, q)
+			if err != nil {
+				return nil, err
+			}
+			if qd != nil {
+				out = append(out, qd)
+			}
 		}
-		if !exists {
+	}
+	for _, q := range workQueues {
+		if kind != adminv1.QueueKind_QUEUE_KIND_UNSPECIFIED && kind != q.kind {
 			continue
 		}
-		var (
-			depth  int64
-			oldest *time.Time
-		)
-		q := "SELECT count(*), min(created_at) FROM " + pgx.Identifier{schema, "outbox"}.Sanitize()
-		if err := m.pool.QueryRow(ctx, q).Scan(&depth, &oldest); err != nil {
-			// The app role may lack access to a schema this process does not serve.
-			m.logger.DebugContext(ctx, "outbox not readable", "schema", schema, "err", err)
-			continue
+		qd, err := m.queue(ctx, q)
+		if err != nil {
+			return nil, err
 		}
-		qd := &adminv1.QueueDepth{Name: "outbox/" + schema, Kind: adminv1.QueueKind_QUEUE_KIND_OUTBOX, Service: schema, Depth: depth}
-		if oldest != nil {
-			qd.OldestAge = durationpb.New(time.Since(*oldest))
-		} else {
-			qd.OldestAge = durationpb.New(0)
+		if qd != nil {
+			out = append(out, qd)
 		}
-		resp.Queues = append(resp.Queues, qd)
 	}
-	return resp, nil
+	return out, nil
+}
+
+// queue reads one queue; nil when its table does not exist here or this process's
+// role cannot read it (a schema this process does not serve).
+func (m *monitor) queue(ctx context.Context, q workQueue) (*adminv1.QueueDepth, error) {
+	var exists bool
+	if err := m.pool.QueryRow(ctx, "SELECT to_regclass($1) IS NOT NULL", q.table).Scan(&exists); err != nil {
+		return nil, fmt.Errorf("look up %s: %w", q.table, err)
+	}
+	if !exists {
+		return nil, nil
+	}
+	var (
+		depth, inFlight, failed int64
+		oldest                  *time.Time
+	)
+	if err := m.pool.QueryRow(ctx, q.query).Scan(&depth, &inFlight, &failed, &oldest); err != nil {
+		m.logger.DebugContext(ctx, "queue not readable", "queue", q.name, "err", err)
+		return nil, nil
+	}
+	qd := &adminv1.QueueDepth{
+		Name: q.name, Kind: q.kind, Service: q.service, Depth: depth, InFlightCount: inFlight, FailedCount: failed,
+		OldestAge: durationpb.New(0),
+	}
+	if oldest != nil && depth > 0 {
+		qd.OldestAge = durationpb.New(max(time.Since(*oldest), 0))
+	}
+	return qd, nil
 }
 
 func (s *monitoringServer) ListErrorRates(_ context.Context, req *adminv1.ListErrorRatesRequest) (*adminv1.ListErrorRatesResponse, error) {
