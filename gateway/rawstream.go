@@ -5,6 +5,7 @@ import (
 	"strings"
 
 	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
+	"google.golang.org/protobuf/proto"
 )
 
 // mimeRawStream selects rawStreamMarshaler. It is an internal name: serveHTTP
@@ -21,6 +22,19 @@ type rawStreamMarshaler struct {
 
 // Delimiter implements runtime.Delimited: nothing between chunks.
 func (rawStreamMarshaler) Delimiter() []byte { return nil }
+
+// Marshal implements runtime.Marshaler. A streaming call's error (a refusal
+// arrives with the first message a client reads) is written by grpc-gateway as
+// {"error": status}; here it becomes the status itself, the body every other
+// error of the API has.
+func (m rawStreamMarshaler) Marshal(v any) ([]byte, error) {
+	if chunk, ok := v.(map[string]proto.Message); ok && len(chunk) == 1 {
+		if st, ok := chunk["error"]; ok {
+			return errorJSON.Marshal(st)
+		}
+	}
+	return m.Marshaler.Marshal(v)
+}
 
 // rawStream reports whether r asks for a streamed file whose bytes must arrive
 // unchanged: the identity data exports, GET /v1/identity/{id}/export and

@@ -14,6 +14,8 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/manushya-ai/manushya/pkg/apierr"
 	"github.com/manushya-ai/manushya/pkg/audit"
@@ -375,7 +377,7 @@ func (e *exportSources) writeMemories(ctx context.Context, w *exportWriter, req 
 				return err
 			}
 		}
-		if req.PageToken = resp.GetNextPageToken(); req.PageToken == "" {
+		if req.PageToken = resp.GetNextPageToken(); req.GetPageToken() == "" {
 			return nil
 		}
 	}
@@ -393,7 +395,7 @@ func (e *exportSources) writeVersions(ctx context.Context, w *exportWriter, memo
 				return err
 			}
 		}
-		if req.PageToken = resp.GetNextPageToken(); req.PageToken == "" {
+		if req.PageToken = resp.GetNextPageToken(); req.GetPageToken() == "" {
 			return nil
 		}
 	}
@@ -418,11 +420,14 @@ func (e *exportSources) writeAudit(ctx context.Context, w *exportWriter, id stri
 				if remember {
 					seen[a.GetId()] = true
 				}
+				// Entries written before a redaction rule existed (the otpauth
+				// URI of an MFA enrolment) get it now.
+				a.Before, a.After = redacted(a.GetBefore()), redacted(a.GetAfter())
 				if err := w.record(ExportKindAuditEntry, a); err != nil {
 					return err
 				}
 			}
-			if req.PageToken = resp.GetNextPageToken(); req.PageToken == "" {
+			if req.PageToken = resp.GetNextPageToken(); req.GetPageToken() == "" {
 				return nil
 			}
 		}
@@ -431,6 +436,22 @@ func (e *exportSources) writeAudit(ctx context.Context, w *exportWriter, id stri
 		return err
 	}
 	return list(&eventsv1.ListAuditEntriesRequest{ActorIdentityId: id}, false)
+}
+
+// redacted applies the audit log's redaction to a recorded body.
+func redacted(body *structpb.Struct) *structpb.Struct {
+	if body == nil {
+		return nil
+	}
+	raw, err := protojson.Marshal(body)
+	if err != nil {
+		return nil
+	}
+	out := &structpb.Struct{}
+	if err := protojson.Unmarshal(audit.Redact(raw), out); err != nil {
+		return nil
+	}
+	return out
 }
 
 func (e *exportSources) writeUsage(ctx context.Context, w *exportWriter, ident sqlc.IdentityIdentity) error {
@@ -446,7 +467,7 @@ func (e *exportSources) writeUsage(ctx context.Context, w *exportWriter, ident s
 				return err
 			}
 		}
-		if ev.PageToken = resp.GetNextPageToken(); ev.PageToken == "" {
+		if ev.PageToken = resp.GetNextPageToken(); ev.GetPageToken() == "" {
 			break
 		}
 	}
@@ -466,7 +487,7 @@ func (e *exportSources) writeUsage(ctx context.Context, w *exportWriter, ident s
 				return err
 			}
 		}
-		if daily.PageToken = resp.GetNextPageToken(); daily.PageToken == "" {
+		if daily.PageToken = resp.GetNextPageToken(); daily.GetPageToken() == "" {
 			return nil
 		}
 	}

@@ -132,7 +132,7 @@ func checkExport(t *testing.T, raw []byte, keys map[string]ed25519.PublicKey, id
 	require.Equal(t, hex.EncodeToString(sum[:]), sig.SHA256)
 	require.Equal(t, "EdDSA", sig.Alg)
 
-	obj, err := jose.ParseSigned(sig.JWS, []jose.SignatureAlgorithm{jose.EdDSA})
+	obj, err := jose.ParseSignedCompact(sig.JWS, []jose.SignatureAlgorithm{jose.EdDSA})
 	require.NoError(t, err)
 	require.Equal(t, sig.Kid, obj.Signatures[0].Header.KeyID)
 	pub, ok := keys[sig.Kid]
