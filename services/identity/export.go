@@ -373,8 +373,13 @@ func (e *exportSources) writeMemories(ctx context.Context, w *exportWriter, req 
 			if err := w.record(ExportKindMemory, m); err != nil {
 				return err
 			}
-			if err := e.writeVersions(ctx, w, m.GetId()); err != nil {
-				return err
+			// A memory never edited is its only version: its history adds
+			// nothing but a request per memory, so it is asked for only when
+			// there is one.
+			if m.GetVersion() > 1 {
+				if err := e.writeVersions(ctx, w, m.GetId()); err != nil {
+					return err
+				}
 			}
 		}
 		if req.PageToken = resp.GetNextPageToken(); req.GetPageToken() == "" {

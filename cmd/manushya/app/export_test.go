@@ -108,6 +108,8 @@ func unzipExport(t *testing.T, raw []byte) []byte {
 	return inner
 }
 
+const bulkyMemories = 12
+
 // TestIdentityExport exports an identity with sessions, an API key, MFA,
 // memories (one edited), usage and audit entries over REST, as its admin and as
 // the identity itself, in both formats: every line parses, every kind is there,
@@ -166,6 +168,19 @@ func TestIdentityExport(t *testing.T) {
 			require.NoError(t, err)
 		}
 	}
+	// Long memories of text that compresses poorly, so that both formats
+	// stream in several chunks.
+	seed := sha256.Sum256([]byte("export"))
+	for i := range bulkyMemories {
+		var text strings.Builder
+		for text.Len() < 24<<10 {
+			seed = sha256.Sum256(seed[:])
+			text.WriteString(hex.EncodeToString(seed[:]))
+		}
+		md, _ := structpb.NewStruct(map[string]any{"source": "chat", "n": i})
+		_, err := mem.CreateMemory(me, &memoryv1.CreateMemoryRequest{Text: text.String(), Metadata: md})
+		require.NoError(t, err)
+	}
 	// The bystander's memory is not the exported identity's.
 	_, err = mem.CreateMemory(admin, &memoryv1.CreateMemoryRequest{Text: "Ravi's note", IdentityId: bystander.GetIdentity().GetId()})
 	require.NoError(t, err)
@@ -220,12 +235,13 @@ func TestIdentityExport(t *testing.T) {
 		require.Len(t, recs["api_key"], 1)
 		require.Len(t, recs["mfa"], 1)
 		require.Contains(t, string(recs["mfa"][0]), `"totp_enabled":true`)
-		require.Len(t, recs["memory"], 3)
+		require.Len(t, recs["memory"], 3+bulkyMemories)
+		require.Greater(t, len(raw), 4*64<<10, "several chunks")
 		for _, m := range recs["memory"] {
 			require.Contains(t, string(m), `"source":"chat"`, "memories carry their metadata")
 			require.Contains(t, string(m), `"identity_id":"`+id+`"`)
 		}
-		require.Len(t, recs["memory_version"], 4, "three first versions and one edit")
+		require.Len(t, recs["memory_version"], 2, "the history of the edited memory: its two versions")
 		require.Contains(t, joined(recs["memory_version"]), "Lives in Pune", "the history keeps the old text")
 		require.GreaterOrEqual(t, len(recs["audit_entry"]), 6)
 		var usageIDs []string
@@ -256,6 +272,7 @@ func TestIdentityExport(t *testing.T) {
 		require.Equal(t, http.StatusOK, code, string(raw))
 		require.Equal(t, "application/zip", header.Get("Content-Type"))
 		require.Contains(t, header.Get("Content-Disposition"), `.zip"`)
+		require.Greater(t, len(raw), 2*64<<10, "the archive streams in several chunks")
 		check(t, unzipExport(t, raw))
 	})
 	t.Run("self, JSON lines", func(t *testing.T) {
@@ -268,6 +285,7 @@ func TestIdentityExport(t *testing.T) {
 		code, header, raw := get("/v1/identity/me/export/?format=EXPORT_FORMAT_ZIP", asSelf)
 		require.Equal(t, http.StatusOK, code, string(raw))
 		require.Equal(t, "application/zip", header.Get("Content-Type"))
+		require.Greater(t, len(raw), 2*64<<10, "the archive streams in several chunks")
 		check(t, unzipExport(t, raw))
 	})
 	t.Run("refusals", func(t *testing.T) {
