@@ -60,8 +60,8 @@ const (
 // exportPage is the page size asked of the other services.
 const exportPage = 500
 
-// remoteCallTimeout bounds one page request to another service.
-const remoteCallTimeout = 30 * time.Second
+// exportCallTimeout bounds one page request to another service.
+const exportCallTimeout = 30 * time.Second
 
 // exportSources are the clients of the services holding the rest of an
 // identity's data, dialled on first use.
@@ -138,8 +138,8 @@ func (s *exportServer) ExportMe(req *identityv1.ExportMeRequest, stream grpc.Ser
 	return s.svc.exportIdentity(stream, tenant, id, req.GetFormat(), true)
 }
 
-// localData is what the identity service itself holds about an identity.
-type localData struct {
+// exportLocalData is what the identity service itself holds about an identity.
+type exportLocalData struct {
 	ident      sqlc.IdentityIdentity
 	sessions   []sqlc.IdentitySession
 	keys       []sqlc.IdentityApiKey
@@ -149,8 +149,8 @@ type localData struct {
 	invitation []sqlc.IdentityInvitation
 }
 
-func (s *Service) loadExportData(ctx context.Context, tenant, id uuid.UUID) (localData, error) {
-	var d localData
+func (s *Service) loadExportData(ctx context.Context, tenant, id uuid.UUID) (exportLocalData, error) {
+	var d exportLocalData
 	err := s.store.InTenant(ctx, tenant, func(tx *store.Tx) error {
 		var err error
 		// A soft-deleted identity is still held, so it is still exported.
@@ -280,7 +280,7 @@ func exportErr(err error) error {
 }
 
 // writeLocal writes the identity service's own records.
-func (s *Service) writeLocal(w *exportWriter, d localData, now time.Time) error {
+func (s *Service) writeLocal(w *exportWriter, d exportLocalData, now time.Time) error {
 	ident, err := identityToProto(d.ident)
 	if err != nil {
 		return err
@@ -353,8 +353,8 @@ func (e *exportSources) writeRemote(ctx context.Context, w *exportWriter, ident 
 	return e.writeUsage(ctx, w, ident)
 }
 
-func call[Req, Resp any](ctx context.Context, fn func(context.Context, Req, ...grpc.CallOption) (Resp, error), req Req) (Resp, error) {
-	ctx, cancel := context.WithTimeout(ctx, remoteCallTimeout)
+func exportCall[Req, Resp any](ctx context.Context, fn func(context.Context, Req, ...grpc.CallOption) (Resp, error), req Req) (Resp, error) {
+	ctx, cancel := context.WithTimeout(ctx, exportCallTimeout)
 	defer cancel()
 	return fn(ctx, req)
 }
@@ -362,7 +362,7 @@ func call[Req, Resp any](ctx context.Context, fn func(context.Context, Req, ...g
 func (e *exportSources) writeMemories(ctx context.Context, w *exportWriter, req *memoryv1.ListMemoriesRequest, skipOwner string) error {
 	req.PageSize = exportPage
 	for {
-		resp, err := call(ctx, e.memory.ListMemories, req)
+		resp, err := exportCall(ctx, e.memory.ListMemories, req)
 		if err != nil {
 			return fmt.Errorf("memory service: list memories: %w", err)
 		}
@@ -391,7 +391,7 @@ func (e *exportSources) writeMemories(ctx context.Context, w *exportWriter, req 
 func (e *exportSources) writeVersions(ctx context.Context, w *exportWriter, memoryID string) error {
 	req := &memoryv1.ListMemoryVersionsRequest{Id: memoryID, PageSize: exportPage}
 	for {
-		resp, err := call(ctx, e.memory.ListMemoryVersions, req)
+		resp, err := exportCall(ctx, e.memory.ListMemoryVersions, req)
 		if err != nil {
 			return fmt.Errorf("memory service: list versions of memory %s: %w", memoryID, err)
 		}
@@ -414,7 +414,7 @@ func (e *exportSources) writeAudit(ctx context.Context, w *exportWriter, id stri
 	list := func(req *eventsv1.ListAuditEntriesRequest, remember bool) error {
 		req.PageSize = exportPage
 		for {
-			resp, err := call(ctx, e.audit.ListAuditEntries, req)
+			resp, err := exportCall(ctx, e.audit.ListAuditEntries, req)
 			if err != nil {
 				return fmt.Errorf("audit log: list entries: %w", err)
 			}
@@ -427,7 +427,7 @@ func (e *exportSources) writeAudit(ctx context.Context, w *exportWriter, id stri
 				}
 				// Entries written before a redaction rule existed (the otpauth
 				// URI of an MFA enrolment) get it now.
-				a.Before, a.After = redacted(a.GetBefore()), redacted(a.GetAfter())
+				a.Before, a.After = exportRedacted(a.GetBefore()), exportRedacted(a.GetAfter())
 				if err := w.record(ExportKindAuditEntry, a); err != nil {
 					return err
 				}
@@ -443,8 +443,8 @@ func (e *exportSources) writeAudit(ctx context.Context, w *exportWriter, id stri
 	return list(&eventsv1.ListAuditEntriesRequest{ActorIdentityId: id}, false)
 }
 
-// redacted applies the audit log's redaction to a recorded body.
-func redacted(body *structpb.Struct) *structpb.Struct {
+// exportRedacted applies the audit log's redaction to a recorded body.
+func exportRedacted(body *structpb.Struct) *structpb.Struct {
 	if body == nil {
 		return nil
 	}
@@ -463,7 +463,7 @@ func (e *exportSources) writeUsage(ctx context.Context, w *exportWriter, ident s
 	id := ident.ID.String()
 	ev := &usagev1.ListUsageEventsRequest{IdentityId: id, PageSize: exportPage}
 	for {
-		resp, err := call(ctx, e.usage.ListUsageEvents, ev)
+		resp, err := exportCall(ctx, e.usage.ListUsageEvents, ev)
 		if err != nil {
 			return fmt.Errorf("usage service: list events: %w", err)
 		}
@@ -483,7 +483,7 @@ func (e *exportSources) writeUsage(ctx context.Context, w *exportWriter, ident s
 		StartDate: ident.CreateTime.UTC().Format(time.DateOnly), EndDate: time.Now().UTC().Format(time.DateOnly),
 	}
 	for {
-		resp, err := call(ctx, e.usage.ListDailyUsage, daily)
+		resp, err := exportCall(ctx, e.usage.ListDailyUsage, daily)
 		if err != nil {
 			return fmt.Errorf("usage service: list daily usage: %w", err)
 		}
