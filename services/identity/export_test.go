@@ -322,4 +322,19 @@ func TestExportRefusals(t *testing.T) {
 		codes.InvalidArgument, errorsv1.ErrorReason_ERROR_REASON_UNSPECIFIED)
 	requireCode(t, first(ctx, &identityv1.ExportIdentityRequest{Id: id}),
 		codes.Unauthenticated, errorsv1.ErrorReason_ERROR_REASON_UNSPECIFIED)
+
+	// The failed lookup reached the service and is in the other tenant's log;
+	// refusals before it are authorization's to record.
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	var failed []audit.Record
+	for _, r := range b.records {
+		if r.Action == "identity.export" {
+			failed = append(failed, r)
+		}
+	}
+	require.Len(t, failed, 1)
+	require.Equal(t, audit.ResultError, failed[0].Result)
+	require.Equal(t, id, failed[0].ResourceID)
+	require.Equal(t, int32(errorsv1.ErrorReason_ERROR_REASON_NOT_FOUND), failed[0].ErrorReason)
 }
