@@ -348,6 +348,8 @@ var forwardedHeaders = map[string]string{
 	"x-ratelimit-remaining": "X-RateLimit-Remaining",
 	"x-ratelimit-reset":     "X-RateLimit-Reset",
 	"retry-after":           "Retry-After",
+	// The file name of a download (usage and identity exports).
+	"content-disposition": "Content-Disposition",
 }
 
 // outgoingHeader is the mux's outgoing header matcher. Everything else a service

@@ -78,6 +78,7 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (*Gateway, error)
 	}
 	g.mux = runtime.NewServeMux(
 		runtime.WithMarshalerOption(runtime.MIMEWildcard, g.marshaler),
+		runtime.WithMarshalerOption(mimeRawStream, rawStreamMarshaler{g.marshaler}),
 		runtime.WithErrorHandler(g.handleError),
 		runtime.WithRoutingErrorHandler(g.handleRoutingError),
 		runtime.WithIncomingHeaderMatcher(incomingHeader),

@@ -71,6 +71,13 @@ func (g *Gateway) serveHTTP(w http.ResponseWriter, r *http.Request) {
 		r.URL = &u
 	}
 
+	if rawStream(r) {
+		// Exports are files whose bytes are signed (a zip, JSON lines): their
+		// chunks must reach the client as sent, without the newline grpc-gateway
+		// writes after each streamed message.
+		r.Header.Set("Accept", mimeRawStream)
+	}
+
 	if r.ContentLength > g.maxBody {
 		g.writeStatus(w, r, bodyTooLarge(g.maxBody).status(), runtime.ServerMetadata{}, 0)
 		return

@@ -6,7 +6,9 @@ import (
 )
 
 // secretish are parts of key names whose values never enter the audit log.
-var secretish = []string{"secret", "password", "token", "api_key", "apikey", "key_hash", "credential", "private_key", "mfa_code", "backup_code"}
+var secretish = []string{"secret", "password", "token", "api_key", "apikey", "key_hash", "credential", "private_key", "mfa_code", "backup_code",
+	// An MFA enrolment's otpauth URI and its QR code carry the TOTP secret.
+	"otpauth", "qr_code"}
 
 // Redacted replaces the value of a secret-looking key.
 const Redacted = "[redacted]"

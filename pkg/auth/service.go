@@ -27,6 +27,9 @@ const ServiceHeader = "x-manushya-service"
 // a service missing here cannot call others.
 var serviceScopes = map[string][]string{
 	"memory": {"embedding.embed"},
+	// Data exports (identity ExportService) read what other services hold about
+	// the exported identity.
+	"identity": {"memory.list", "memory.read", "audit.read", "usage.read"},
 }
 
 // serviceCredentialTTL bounds how long a captured service credential can be

@@ -22,7 +22,7 @@ var readActions = []string{"read", "list", "search", "read_self", "embed"}
 // session methods only reach other identities' sessions for admins, which the
 // handlers check). Each must be a permission some RPC declares.
 var selfPermissions = []string{
-	"identity.read_self", "auth.logout", "auth.mfa_setup", "auth.mfa_verify", "auth.mfa_disable",
+	"identity.read_self", "identity.export_self", "auth.logout", "auth.mfa_setup", "auth.mfa_verify", "auth.mfa_disable",
 	"auth.change_password", "session.read", "session.list", "session.revoke",
 }
 

@@ -31,8 +31,8 @@ var baselineDefs = []baselineDef{
 		Wildcard, []string{Wildcard}, nil, Deny, ScopesPriority},
 	{"admin", "builtin-admin", "Admins manage their tenant.",
 		Wildcard, []string{Wildcard}, []string{"admin"}, Allow, BaselinePriority},
-	{"self", "builtin-self-service", "Every identity may read itself, log out, and manage its MFA, password and sessions.",
-		Wildcard, []string{"read_self", "logout", "mfa_setup", "mfa_verify", "mfa_disable", "change_password", "read", "list", "revoke"},
+	{"self", "builtin-self-service", "Every identity may read and export itself, log out, and manage its MFA, password and sessions.",
+		Wildcard, []string{"read_self", "export_self", "logout", "mfa_setup", "mfa_verify", "mfa_disable", "change_password", "read", "list", "revoke"},
 		nil, Allow, BaselinePriority},
 	{"readonly", "builtin-readonly", "Readonly identities read their tenant.",
 		Wildcard, []string{"read", "list", "search", "read_self", "embed"}, []string{"readonly"}, Allow, BaselinePriority},
@@ -144,7 +144,7 @@ func scopesDeny(in *Input) bool {
 func selfService(in *Input) bool {
 	switch in.Resource.Type {
 	case "identity":
-		return in.Action == "read_self"
+		return in.Action == "read_self" || in.Action == "export_self"
 	case "auth":
 		switch in.Action {
 		case "logout", "mfa_setup", "mfa_verify", "mfa_disable", "change_password":

@@ -16,7 +16,7 @@ func TestNativeBaselinesMatchRego(t *testing.T) {
 	require.NoError(t, err)
 	const self, other = "self-id", "other-id"
 	types := []string{"memory", "identity", "auth", "session", "policy", "", "identity.read", "session.x"}
-	actions := []string{"read", "list", "search", "read_self", "embed", "create", "update", "delete", "logout",
+	actions := []string{"read", "list", "search", "read_self", "export_self", "embed", "create", "update", "delete", "logout",
 		"mfa_setup", "mfa_verify", "mfa_disable", "change_password", "revoke", "test", "", "self"}
 	scopeSets := [][]string{nil, {"read"}, {"write"}, {"admin"}, {"*"}, {"memory.read"}, {"memory.*"}, {"identity.*", "read"},
 		{"session.revoke"}, {".read"}, {"memory."}, {"memoryx.read"}, {"auth.logout", "memory.search"}}

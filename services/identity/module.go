@@ -101,6 +101,7 @@ func New(cfg Config, deps Deps) (*Module, error) {
 	if err := m.svc.initSSO(cfg.SSO); err != nil {
 		return nil, err
 	}
+	m.svc.initExport(deps)
 	if deps.Bus != nil {
 		m.relay = outbox.NewRelay(deps.Pool, deps.Bus.JS, store.Schema, logger, outbox.WithRegisterer(deps.Registerer))
 	}
@@ -117,6 +118,7 @@ func (m *Module) Register(s grpc.ServiceRegistrar) {
 	identityv1.RegisterApiKeyServiceServer(s, &apiKeyServer{svc: m.svc})
 	identityv1.RegisterInvitationServiceServer(s, &invitationServer{svc: m.svc})
 	registerSSO(s, m.svc)
+	identityv1.RegisterExportServiceServer(s, &exportServer{svc: m.svc})
 }
 
 // Authenticator verifies the credentials this service issues.

@@ -41,6 +41,10 @@ type Service struct {
 	sealer Sealer     // secrets at rest (sealing.go)
 	sso    *ssoState  // single sign-on (sso.go)
 	audit  audit.Sink // authentication events (audit.go); nil records none
+
+	// The services holding the rest of an identity's data, for exports
+	// (export.go); nil exports the identity service's data only.
+	export *exportSources
 }
 
 // tenantOf returns the caller's tenant. Every tenant-scoped RPC works in the tenant
