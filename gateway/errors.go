@@ -348,6 +348,8 @@ var forwardedHeaders = map[string]string{
 	"x-ratelimit-remaining": "X-RateLimit-Remaining",
 	"x-ratelimit-reset":     "X-RateLimit-Reset",
 	"retry-after":           "Retry-After",
+	// The single sign-on start binds the sign-in to the browser with a cookie.
+	"set-cookie": "Set-Cookie",
 }
 
 // outgoingHeader is the mux's outgoing header matcher. Everything else a service

@@ -101,6 +101,9 @@ func New(cfg Config, deps Deps) (*Module, error) {
 	if err := m.svc.initSSO(cfg.SSO); err != nil {
 		return nil, err
 	}
+	if err := m.svc.registerSensitiveClaims(); err != nil {
+		return nil, err
+	}
 	if deps.Bus != nil {
 		m.relay = outbox.NewRelay(deps.Pool, deps.Bus.JS, store.Schema, logger, outbox.WithRegisterer(deps.Registerer))
 	}
