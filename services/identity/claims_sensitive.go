@@ -299,7 +299,6 @@ func addedNames(before, after []string) []string {
 	return out
 }
 
-
 // checkSensitiveNames checks a sensitive_claims list: top-level claim names, each
 // once (protovalidate checks the same over gRPC; the REST gateway's PATCH and
 // internal callers come here too).

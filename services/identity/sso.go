@@ -149,7 +149,7 @@ func ssoProviderToProto(r sqlc.IdentitySsoProvider) *identityv1.SsoProvider {
 		AllowedEmailDomains: nonNil(r.AllowedEmailDomains), JitCreate: r.JitCreate, DefaultRole: r.DefaultRole,
 		RedirectUrls: nonNil(r.RedirectUrls), AllowUnverifiedEmail: r.AllowUnverifiedEmail, IsActive: r.IsActive,
 		AllowedRoles: nonNil(r.AllowedRoles),
-		CreateTime: timestamppb.New(r.CreateTime), UpdateTime: timestamppb.New(r.UpdateTime),
+		CreateTime:   timestamppb.New(r.CreateTime), UpdateTime: timestamppb.New(r.UpdateTime),
 	}
 }
 

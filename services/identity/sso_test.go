@@ -70,10 +70,10 @@ func (u *oidcUser) Claims(_ []string, base *mockoidc.IDTokenClaims) (jwt.Claims,
 // and an application that SSO redirects back to.
 type ssoBundle struct {
 	*kmiBundle
-	sso     identityv1.SsoServiceClient
-	op      *mockoidc.MockOIDC
-	gwURL   string
-	appURL  string
+	sso    identityv1.SsoServiceClient
+	op     *mockoidc.MockOIDC
+	gwURL  string
+	appURL string
 	// browser stops at every redirect, like noFollow, but keeps cookies (the
 	// binding cookie of a started sign-in among them).
 	browser *http.Client
