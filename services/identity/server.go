@@ -109,7 +109,13 @@ func (s *identityServer) CreateIdentity(ctx context.Context, req *identityv1.Cre
 	var issued *issuedTokens
 	err = s.svc.store.InTenant(ctx, tenant, func(tx *store.Tx) error {
 		// The stored idempotent answer carries "[redacted]" for sensitive claims;
-		// their values are opened into the answer below.
+		// their values are opened into the answer below. The audit record redacts
+		// them in a replay too.
+		names, err := sensitiveNamesOf(ctx, tx, tenant)
+		if err != nil {
+			return err
+		}
+		redactAudit(ctx, names)
 		resp, err = idempotent(ctx, tx, tenant, "CreateIdentity", req.GetIdempotencyKey(), req, &identityv1.CreateIdentityResponse{},
 			func() (*identityv1.CreateIdentityResponse, error) {
 				ident, err := s.svc.createIdentity(ctx, tx, tenant, p, req)
