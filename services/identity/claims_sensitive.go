@@ -190,16 +190,18 @@ func (s *Service) fillSensitiveClaims(ctx context.Context, tx *store.Tx, idents 
 		if err != nil {
 			return apierr.Internal(err)
 		}
-		if ident.Claims == nil {
-			ident.Claims = &structpb.Struct{Fields: map[string]*structpb.Value{}}
+		claims := ident.GetClaims()
+		if claims == nil {
+			claims = &structpb.Struct{}
+			ident.Claims = claims
 		}
-		if ident.Claims.Fields == nil {
-			ident.Claims.Fields = map[string]*structpb.Value{}
+		if claims.GetFields() == nil {
+			claims.Fields = map[string]*structpb.Value{}
 		}
 		for _, r := range rows {
 			plain, err := s.openSensitive(ctx, tenant, id, r.Name, r.Sealed)
 			if errors.Is(err, envelope.ErrDestroyed) {
-				delete(ident.Claims.Fields, r.Name)
+				delete(claims.GetFields(), r.Name)
 				continue
 			}
 			if err != nil {
@@ -209,7 +211,7 @@ func (s *Service) fillSensitiveClaims(ctx context.Context, tx *store.Tx, idents 
 			if err := v.UnmarshalJSON(plain); err != nil {
 				return apierr.Internal(fmt.Errorf("decode sensitive claim %q of identity %s: %w", r.Name, id, err))
 			}
-			ident.Claims.Fields[r.Name] = v
+			claims.GetFields()[r.Name] = v
 		}
 	}
 	return nil
@@ -236,14 +238,16 @@ func (s *Service) redactedForEvent(ctx context.Context, tx *store.Tx, ident *ide
 		return ident
 	}
 	out := proto.Clone(ident).(*identityv1.Identity)
-	if out.Claims == nil {
-		out.Claims = &structpb.Struct{}
+	claims := out.GetClaims()
+	if claims == nil {
+		claims = &structpb.Struct{}
+		out.Claims = claims
 	}
-	if out.Claims.Fields == nil {
-		out.Claims.Fields = map[string]*structpb.Value{}
+	if claims.GetFields() == nil {
+		claims.Fields = map[string]*structpb.Value{}
 	}
 	for _, r := range stored[id] {
-		out.Claims.Fields[r.Name] = structpb.NewStringValue(audit.Redacted)
+		claims.GetFields()[r.Name] = structpb.NewStringValue(audit.Redacted)
 	}
 	return out
 }

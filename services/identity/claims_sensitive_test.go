@@ -176,6 +176,12 @@ func TestSensitiveClaims(t *testing.T) {
 	require.Len(t, list.GetIdentities(), 1)
 	require.Equal(t, ssn, list.GetIdentities()[0].GetClaims().AsMap()["ssn"])
 
+	bulk, err := ids.BulkCreateIdentities(as(a.APIKey), &identityv1.BulkCreateIdentitiesRequest{Identities: []*identityv1.CreateIdentityRequest{
+		{ExternalId: "bulk-1", Claims: mustStruct(t, map[string]any{"ssn": ssn2})},
+	}})
+	require.NoError(t, err)
+	require.Equal(t, ssn2, bulk.GetResults()[0].GetIdentity().GetClaims().AsMap()["ssn"])
+
 	// Sealed under the identity's own key, in the keyring format.
 	for _, v := range adminBytes(t, db, `SELECT sealed FROM identity.sensitive_claims WHERE identity_id = $1`, uuid.MustParse(gid)) {
 		h, ok := keyring.Parse(v)

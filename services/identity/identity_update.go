@@ -407,6 +407,11 @@ func (s *identityServer) BulkCreateIdentities(ctx context.Context, req *identity
 	}
 	results := make([]*identityv1.BulkCreateIdentityResult, len(items))
 	err = s.svc.store.InTenant(ctx, tenant, func(tx *store.Tx) error {
+		names, err := sensitiveNamesOf(ctx, tx, tenant)
+		if err != nil {
+			return err
+		}
+		redactAudit(ctx, names)
 		for i, item := range items {
 			prefix := fmt.Sprintf("identities[%d]", i)
 			var ident *identityv1.Identity
@@ -441,7 +446,14 @@ func (s *identityServer) BulkCreateIdentities(ctx context.Context, req *identity
 			}
 			results[i] = &identityv1.BulkCreateIdentityResult{Status: s.svc.itemStatus(ctx, "BulkCreateIdentities", i, err), Identity: ident}
 		}
-		return nil
+		// Stored idempotent answers carry "[redacted]" for sensitive claims.
+		var created []*identityv1.Identity
+		for _, r := range results {
+			if r.GetIdentity() != nil {
+				created = append(created, r.GetIdentity())
+			}
+		}
+		return s.svc.fillSensitiveClaims(ctx, tx, created...)
 	})
 	if err != nil {
 		return nil, err

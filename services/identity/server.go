@@ -304,7 +304,7 @@ func (s *identityServer) ListIdentities(ctx context.Context, req *identityv1.Lis
 		}
 		resp.Identities = append(resp.Identities, ident)
 	}
-	if err := s.svc.fillSensitive(ctx, tenant, resp.Identities...); err != nil {
+	if err := s.svc.fillSensitive(ctx, tenant, resp.GetIdentities()...); err != nil {
 		return nil, err
 	}
 	return resp, nil

@@ -14,6 +14,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"google.golang.org/grpc/codes"
 
+	"github.com/manushya-ai/manushya/pkg/audit"
 	identityv1 "github.com/manushya-ai/manushya/pkg/pb/manushya/identity/v1"
 )
 
@@ -163,6 +164,18 @@ func TestSSORoleSync(t *testing.T) {
 	require.Equal(t, http.StatusUnauthorized, me(first.Tokens.AccessToken), "support was taken away: the old token is retired")
 	require.Equal(t, http.StatusOK, me(second.Tokens.AccessToken))
 	require.Equal(t, updatesBefore+1, countEvents(t, admin, "identity.updated"))
+	var synced []audit.Record
+	b.audit.mu.Lock()
+	for _, r := range b.audit.recs {
+		if r.Action == "identity.sso.roles_synced" {
+			synced = append(synced, r)
+		}
+	}
+	b.audit.mu.Unlock()
+	require.Len(t, synced, 1, "the change is audited")
+	require.Equal(t, first.Identity.ID, synced[0].ResourceID)
+	require.Contains(t, string(synced[0].Before), `"support"`)
+	require.Contains(t, string(synced[0].After), `"billing"`)
 
 	// Same groups again: nothing changes, no event, tokens live on.
 	third := signIn(t, "auditor", "billing")

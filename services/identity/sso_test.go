@@ -77,6 +77,8 @@ type ssoBundle struct {
 	// browser stops at every redirect, like noFollow, but keeps cookies (the
 	// binding cookie of a started sign-in among them).
 	browser *http.Client
+	// audit receives the service's own audit records (sign-ins, role syncs).
+	audit   *auditCapture
 	mu      sync.Mutex
 	appHits []url.Values
 	// resign, when set, re-signs the ID token of the next token response with
@@ -91,6 +93,7 @@ func setupSSO(t *testing.T) *ssoBundle {
 	jar, jerr := cookiejar.New(nil)
 	require.NoError(t, jerr)
 	b.browser = &http.Client{Jar: jar, Timeout: 10 * time.Second, CheckRedirect: noFollow.CheckRedirect}
+	b.audit = &auditCapture{}
 
 	op, err := mockoidc.NewServer(nil)
 	require.NoError(t, err)
@@ -121,7 +124,7 @@ func setupSSO(t *testing.T) *ssoBundle {
 	mod, err := identity.New(identity.Config{
 		APIKeyPepper: pepper,
 		SSO:          identity.SSOConfig{CallbackBaseURL: gw.URL, AllowedAddresses: []string{"127.0.0.0/8"}},
-	}, identity.Deps{Pool: b.db.Pool, KV: store, Logger: slog.New(slog.NewJSONHandler(b.logs, nil))})
+	}, identity.Deps{Pool: b.db.Pool, KV: store, Logger: slog.New(slog.NewJSONHandler(b.logs, nil)), Audit: b.audit})
 	require.NoError(t, err)
 	runCtx, cancel := context.WithCancel(ctx)
 	require.NoError(t, mod.Start(runCtx))
