@@ -107,3 +107,21 @@ func TestProviderSettingsPresetsAndChecks(t *testing.T) {
 	esc := providerSettings{issuer: "https://idp.example.com", defaultRole: auth.RoleAdmin}
 	require.Equal(t, codes.PermissionDenied, status.Code(esc.normalize(user, presetGeneric)))
 }
+
+func TestBrowserCookieFollowsThePublicURL(t *testing.T) {
+	t.Parallel()
+	path, secure := cookieSettings("https://id.acme.com/auth")
+	require.Equal(t, "/auth/v1/sso/callback/", path)
+	require.True(t, secure, "an https callback gets a Secure cookie")
+	st := &ssoState{cookiePath: path, secureCookie: secure}
+	c := st.browserCookie("v", defaultSSOStateTTL)
+	require.Equal(t, `manushya_sso=v; Path=/auth/v1/sso/callback/; Max-Age=600; HttpOnly; Secure; SameSite=Lax`, c.String())
+	require.Contains(t, st.browserCookie("", 0).String(), "Max-Age=0")
+	path, secure = cookieSettings("http://127.0.0.1:8080")
+	require.Equal(t, "/v1/sso/callback/", path)
+	require.False(t, secure, "development over plain http")
+
+	// The hash is what the state keeps; only the same value matches.
+	require.Equal(t, browserHash("a"), browserHash("a"))
+	require.NotEqual(t, browserHash("a"), browserHash("b"))
+}
