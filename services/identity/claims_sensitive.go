@@ -25,7 +25,8 @@ import (
 // identity.sensitive_claims under the identity's own data key, bound to the
 // identity and the claim name (a value moved to another identity or name does
 // not open). The API takes and returns such claims like any other (CreateIdentity,
-// UpdateIdentity, GetIdentity, GetMe, ListIdentities), opening them for callers
+// UpdateIdentity, BulkCreateIdentities, GetIdentity, GetMe, ListIdentities, and
+// the identity of a sign-in's answer), opening them for callers
 // allowed to read the identity; events carry "[redacted]" in their place, and
 // the audit records of the request and the response redact them too. The policy
 // engine's view of a caller's claims (PrincipalClaims) leaves them out. The list
