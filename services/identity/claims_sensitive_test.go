@@ -210,6 +210,27 @@ func TestSensitiveClaims(t *testing.T) {
 	require.Contains(t, sink.all(), audit.Redacted)
 	require.Contains(t, sink.all(), "green", "other claims stay in the audit record")
 
+	// A rotation of the identity's key: the re-encryption job finds the sealed
+	// claims (row_ref is their bound row) and moves them to the new key.
+	rid := uuid.MustParse(restID)
+	newKey, err := kr.Rotate(ctx, keyring.Identity(uuid.MustParse(a.TenantID), rid))
+	require.NoError(t, err)
+	rep, err := kr.Reencrypt(ctx)
+	require.NoError(t, err)
+	for _, p := range rep.Fields {
+		if p.Field == "identity.sensitive_claims.sealed" {
+			require.EqualValues(t, 2, p.Resealed, "dob and ssn of the rotated identity")
+			require.Zero(t, p.Failed)
+		}
+	}
+	for _, v := range adminBytes(t, db, `SELECT sealed FROM identity.sensitive_claims WHERE identity_id = $1`, rid) {
+		h, _ := keyring.Parse(v)
+		require.Equal(t, newKey, h.KeyID)
+	}
+	got, err = ids.GetIdentity(as(a.APIKey), &identityv1.GetIdentityRequest{Id: restID})
+	require.NoError(t, err)
+	require.Equal(t, dob, got.GetIdentity().GetClaims().AsMap()["dob"])
+
 	repl, err := ids.UpdateIdentity(as(a.APIKey), &identityv1.UpdateIdentityRequest{
 		Identity: &identityv1.Identity{Id: gid, Claims: mustStruct(t, map[string]any{"team": "green"})}, ReplaceClaims: true,
 	})
