@@ -350,6 +350,8 @@ var forwardedHeaders = map[string]string{
 	"retry-after":           "Retry-After",
 	// The file name of a download (usage and identity exports).
 	"content-disposition": "Content-Disposition",
+	// The single sign-on start binds the sign-in to the browser with a cookie.
+	"set-cookie": "Set-Cookie",
 }
 
 // outgoingHeader is the mux's outgoing header matcher. Everything else a service

@@ -61,6 +61,9 @@ var routes = []route{
 	{UpstreamUsage, "manushya.usage.v1.UsageService", via(usagev1.NewUsageServiceClient, usagev1.RegisterUsageServiceHandlerClient)},
 	{UpstreamUsage, "manushya.admin.v1.RateLimitService", via(adminv1.NewRateLimitServiceClient, adminv1.RegisterRateLimitServiceHandlerClient)},
 	{UpstreamUsage, "manushya.admin.v1.MonitoringService", via(adminv1.NewMonitoringServiceClient, adminv1.RegisterMonitoringServiceHandlerClient)},
+	// The keyring runs in every process with a service; the identity process holds
+	// most sealed fields, so it answers for encryption keys.
+	{UpstreamIdentity, "manushya.admin.v1.EncryptionService", via(adminv1.NewEncryptionServiceClient, adminv1.RegisterEncryptionServiceHandlerClient)},
 }
 
 // via adapts a generated client constructor and Register<X>HandlerClient to one

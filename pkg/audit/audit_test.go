@@ -18,6 +18,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/peer"
+	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/manushya-ai/manushya/pkg/apierr"
 	"github.com/manushya-ai/manushya/pkg/audit"
@@ -103,6 +104,37 @@ func TestInterceptorRecordsMutatingCalls(t *testing.T) {
 	require.Equal(t, "victim", d.ResourceID)
 	require.NotZero(t, d.ErrorReason)
 	require.Empty(t, d.After)
+}
+
+// TestHandlerNamesKeysToRedact: a handler that knows some keys are sensitive
+// (a tenant's sensitive claims) has them redacted in its record's request and
+// response, at any depth; other requests are unaffected.
+func TestHandlerNamesKeysToRedact(t *testing.T) {
+	t.Parallel()
+	c := &collector{}
+	icpt := audit.UnaryServerInterceptor(c)
+	claims, err := structpb.NewStruct(map[string]any{"ssn": "123-45-6789", "team": "red", "nested": map[string]any{"ssn": "x"}})
+	require.NoError(t, err)
+	req := &identityv1.CreateIdentityRequest{ExternalId: "p", Claims: claims}
+	resp := &identityv1.CreateIdentityResponse{Identity: &identityv1.Identity{Id: "i", Claims: claims}}
+	_, err = icpt(requestCtx(), req, &grpc.UnaryServerInfo{FullMethod: "/manushya.identity.v1.IdentityService/CreateIdentity"},
+		func(ctx context.Context, _ any) (any, error) {
+			audit.RedactKeys(ctx, "ssn")
+			return resp, nil
+		})
+	require.NoError(t, err)
+	_, err = icpt(requestCtx(), req, &grpc.UnaryServerInfo{FullMethod: "/manushya.identity.v1.IdentityService/CreateIdentity"},
+		func(context.Context, any) (any, error) { return resp, nil })
+	require.NoError(t, err)
+	audit.RedactKeys(context.Background(), "ssn") // outside a request: nothing to do
+
+	recs := c.all()
+	require.Len(t, recs, 2)
+	require.NotContains(t, string(recs[0].Before)+string(recs[0].After), "123-45-6789")
+	require.NotContains(t, string(recs[0].Before), `"x"`)
+	require.Contains(t, string(recs[0].Before), `"team":"red"`)
+	require.Contains(t, string(recs[0].After), `"ssn":"[redacted]"`)
+	require.Contains(t, string(recs[1].Before), "123-45-6789", "only the request that asked")
 }
 
 func TestRecordValidate(t *testing.T) {

@@ -53,10 +53,11 @@ func Mutating(fullMethod string) bool {
 // handler returns; a nil sink records nothing.
 func UnaryServerInterceptor(sink Sink) grpc.UnaryServerInterceptor {
 	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
-		resp, err := handler(ctx, req)
 		if sink == nil || !Mutating(info.FullMethod) {
-			return resp, err
+			return handler(ctx, req)
 		}
+		ctx, extra := withRedactions(ctx)
+		resp, err := handler(ctx, req)
 		p, ok := auth.FromContext(ctx)
 		if !ok || p.TenantID == "" {
 			return resp, err
@@ -65,10 +66,10 @@ func UnaryServerInterceptor(sink Sink) grpc.UnaryServerInterceptor {
 		rec.ResourceType = ResourceType(info.FullMethod)
 		if msg, ok := req.(proto.Message); ok {
 			rec.ResourceID = idField(msg)
-			rec.Before = marshalRedacted(msg)
+			rec.Before = marshalRedacted(msg, extra.snapshot())
 		}
 		if msg, ok := resp.(proto.Message); ok && err == nil {
-			rec.After = marshalRedacted(msg)
+			rec.After = marshalRedacted(msg, extra.snapshot())
 		}
 		if err != nil {
 			rec.Result = ResultOf(err)
@@ -109,10 +110,10 @@ func idField(msg proto.Message) string {
 	return ""
 }
 
-func marshalRedacted(msg proto.Message) []byte {
+func marshalRedacted(msg proto.Message, extra map[string]bool) []byte {
 	raw, err := protojson.MarshalOptions{UseProtoNames: true}.Marshal(msg)
 	if err != nil {
 		return nil
 	}
-	return Redact(raw)
+	return redactWith(raw, extra)
 }

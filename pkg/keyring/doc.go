@@ -18,6 +18,8 @@
 // re-seals every registered field's rows that are under an old key or an older
 // format, batch by batch with progress in metrics, logs and Status, and destroys a
 // retired key once every field's last complete pass proved no row uses it.
+// Versions lists a scope's key versions; package keyadmin serves status, rotation
+// and passes on demand as EncryptionService.
 // Destroy crypto-shreds a scope: its keys are deleted, so whatever was sealed under
 // them stays unreadable wherever copies are (backups, event payloads).
 package keyring

@@ -1,4 +1,14 @@
 // Package identity is the identity service: tenants, identities and their
 // credentials. It owns the identity schema, verifies credentials for every other
 // service, and emits identity.* events through its outbox.
+//
+// Single sign-on (sso*.go): OIDC providers per tenant; a sign-in is bound to the
+// browser that started it by a cookie whose hash the state keeps
+// (sso_browser.go), and with a roles claim mapped the identity's roles follow the
+// provider at every sign-in within the provider's allowed_roles (sso_roles.go).
+//
+// Secrets at rest go through the Sealer (sealing.go; the shared keyring in the
+// binary). Claims a tenant lists in TenantSettings.sensitive_claims are sealed per
+// identity in identity.sensitive_claims, opened for readers and redacted in events
+// and audit records (claims_sensitive.go).
 package identity

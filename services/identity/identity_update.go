@@ -2,6 +2,7 @@ package identity
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"regexp"
@@ -216,6 +217,21 @@ func (s *identityServer) UpdateIdentity(ctx context.Context, req *identityv1.Upd
 		if err := checkActsFor(p, cur.Claims, in.GetClaims()); err != nil {
 			return err
 		}
+		upd := params
+		if params.SetClaims {
+			names, err := sensitiveNamesOf(ctx, tx, tenant)
+			if err != nil {
+				return err
+			}
+			redactAudit(ctx, names)
+			var sensitive map[string]json.RawMessage
+			if upd.Claims, sensitive, err = splitClaims(params.Claims, names); err != nil {
+				return err
+			}
+			if err := s.svc.writeSensitiveClaims(ctx, tx, tenant, id, sensitive, params.ReplaceClaims); err != nil {
+				return err
+			}
+		}
 		if !admin {
 			// Sending back the current value is not a change: a client may PUT the
 			// whole identity it read.
@@ -226,7 +242,7 @@ func (s *identityServer) UpdateIdentity(ctx context.Context, req *identityv1.Upd
 				return apierr.PermissionDenied("only tenant admins activate or deactivate an identity, their own included")
 			}
 		}
-		row, err := tx.UpdateIdentity(ctx, params)
+		row, err := tx.UpdateIdentity(ctx, upd)
 		if err := store.MapErr(err); err != nil {
 			if errors.Is(err, store.ErrAlreadyExists) {
 				return apierr.AlreadyExists("an identity with external_id %q exists", params.ExternalID)
@@ -236,7 +252,10 @@ func (s *identityServer) UpdateIdentity(ctx context.Context, req *identityv1.Upd
 		if ident, err = identityToProto(row); err != nil {
 			return err
 		}
-		if err := s.svc.emit(ctx, tx, tenant, "identity.updated", ident.GetId(), ident); err != nil {
+		if err := s.svc.emit(ctx, tx, tenant, "identity.updated", ident.GetId(), s.svc.redactedForEvent(ctx, tx, ident)); err != nil {
+			return err
+		}
+		if err := s.svc.fillSensitiveClaims(ctx, tx, ident); err != nil {
 			return err
 		}
 		// Cached API-key verifications carry the identity's external_id and roles
@@ -388,6 +407,11 @@ func (s *identityServer) BulkCreateIdentities(ctx context.Context, req *identity
 	}
 	results := make([]*identityv1.BulkCreateIdentityResult, len(items))
 	err = s.svc.store.InTenant(ctx, tenant, func(tx *store.Tx) error {
+		names, err := sensitiveNamesOf(ctx, tx, tenant)
+		if err != nil {
+			return err
+		}
+		redactAudit(ctx, names)
 		for i, item := range items {
 			prefix := fmt.Sprintf("identities[%d]", i)
 			var ident *identityv1.Identity
@@ -422,7 +446,14 @@ func (s *identityServer) BulkCreateIdentities(ctx context.Context, req *identity
 			}
 			results[i] = &identityv1.BulkCreateIdentityResult{Status: s.svc.itemStatus(ctx, "BulkCreateIdentities", i, err), Identity: ident}
 		}
-		return nil
+		// Stored idempotent answers carry "[redacted]" for sensitive claims.
+		var created []*identityv1.Identity
+		for _, r := range results {
+			if r.GetIdentity() != nil {
+				created = append(created, r.GetIdentity())
+			}
+		}
+		return s.svc.fillSensitiveClaims(ctx, tx, created...)
 	})
 	if err != nil {
 		return nil, err

@@ -563,9 +563,17 @@ func (s *invitationServer) AcceptInvitation(ctx context.Context, req *identityv1
 		if err != nil {
 			return err
 		}
+		names, err := sensitiveNamesOf(ctx, tx, tenant)
+		if err != nil {
+			return err
+		}
+		claims, sensitive, err := splitClaims(row.Claims, names)
+		if err != nil {
+			return err
+		}
 		ident, err := tx.CreateIdentity(ctx, sqlc.CreateIdentityParams{
 			ID: newID(), TenantID: tenant, ExternalID: external, Kind: "user", Role: row.Role,
-			Roles: []string{}, Claims: row.Claims, PasswordHash: &hash,
+			Roles: []string{}, Claims: claims, PasswordHash: &hash,
 		})
 		if err := store.MapErr(err); err != nil {
 			if errors.Is(err, store.ErrAlreadyExists) {
@@ -573,10 +581,16 @@ func (s *invitationServer) AcceptInvitation(ctx context.Context, req *identityv1
 			}
 			return err
 		}
+		if err := s.svc.writeSensitiveClaims(ctx, tx, tenant, ident.ID, sensitive, true); err != nil {
+			return err
+		}
 		if resp.Identity, err = identityToProto(ident); err != nil {
 			return err
 		}
-		if err := s.svc.emit(ctx, tx, tenant, "identity.created", ident.ID.String(), resp.GetIdentity()); err != nil {
+		if err := s.svc.emit(ctx, tx, tenant, "identity.created", ident.ID.String(), s.svc.redactedForEvent(ctx, tx, resp.GetIdentity())); err != nil {
+			return err
+		}
+		if err := s.svc.fillSensitiveClaims(ctx, tx, resp.GetIdentity()); err != nil {
 			return err
 		}
 		accepted, err := tx.AcceptInvitation(ctx, sqlc.AcceptInvitationParams{ID: row.ID, AcceptedIdentityID: &ident.ID})

@@ -213,6 +213,10 @@ func (s *Service) completeLoginEnrolling(ctx context.Context, tenant, identityID
 		if err != nil {
 			return err
 		}
+		// The identity signing in may read itself, sensitive claims included.
+		if err := s.fillSensitiveClaims(ctx, tx, outProt); err != nil {
+			return err
+		}
 		ev, err := loginEvent(tenant, "auth.login.succeeded", ident.ID, ident.ExternalID, c, method)
 		if err != nil {
 			return err

@@ -102,6 +102,9 @@ func New(cfg Config, deps Deps) (*Module, error) {
 		return nil, err
 	}
 	m.svc.initExport(deps)
+	if err := m.svc.registerSensitiveClaims(); err != nil {
+		return nil, err
+	}
 	if deps.Bus != nil {
 		m.relay = outbox.NewRelay(deps.Pool, deps.Bus.JS, store.Schema, logger, outbox.WithRegisterer(deps.Registerer))
 	}

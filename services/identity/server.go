@@ -108,6 +108,14 @@ func (s *identityServer) CreateIdentity(ctx context.Context, req *identityv1.Cre
 	var resp *identityv1.CreateIdentityResponse
 	var issued *issuedTokens
 	err = s.svc.store.InTenant(ctx, tenant, func(tx *store.Tx) error {
+		// The stored idempotent answer carries "[redacted]" for sensitive claims;
+		// their values are opened into the answer below. The audit record redacts
+		// them in a replay too.
+		names, err := sensitiveNamesOf(ctx, tx, tenant)
+		if err != nil {
+			return err
+		}
+		redactAudit(ctx, names)
 		resp, err = idempotent(ctx, tx, tenant, "CreateIdentity", req.GetIdempotencyKey(), req, &identityv1.CreateIdentityResponse{},
 			func() (*identityv1.CreateIdentityResponse, error) {
 				ident, err := s.svc.createIdentity(ctx, tx, tenant, p, req)
@@ -116,8 +124,14 @@ func (s *identityServer) CreateIdentity(ctx context.Context, req *identityv1.Cre
 				}
 				return &identityv1.CreateIdentityResponse{Identity: ident}, nil
 			})
-		if err != nil || !req.GetIssueToken() {
+		if err != nil {
 			return err
+		}
+		if err := s.svc.fillSensitiveClaims(ctx, tx, resp.GetIdentity()); err != nil {
+			return err
+		}
+		if !req.GetIssueToken() {
+			return nil
 		}
 		// Tokens are issued after the idempotent part, so they are never stored with
 		// the replayable response: a retry gets the same identity and a new session.
@@ -153,6 +167,15 @@ func (s *Service) createIdentity(ctx context.Context, tx *store.Tx, tenant uuid.
 	if err != nil {
 		return nil, apierr.Field("claims", "cannot be stored: %v", err)
 	}
+	names, err := sensitiveNamesOf(ctx, tx, tenant)
+	if err != nil {
+		return nil, err
+	}
+	redactAudit(ctx, names)
+	claims, sensitive, err := splitClaims(claims, names)
+	if err != nil {
+		return nil, err
+	}
 	row, err := tx.CreateIdentity(ctx, sqlc.CreateIdentityParams{
 		ID: newID(), TenantID: tenant, ExternalID: req.GetExternalId(), Kind: kindNames[req.GetKind()],
 		Role: role, Roles: roles, Claims: claims,
@@ -163,10 +186,14 @@ func (s *Service) createIdentity(ctx context.Context, tx *store.Tx, tenant uuid.
 		}
 		return nil, err
 	}
+	if err := s.writeSensitiveClaims(ctx, tx, tenant, row.ID, sensitive, true); err != nil {
+		return nil, err
+	}
 	ident, err := identityToProto(row)
 	if err != nil {
 		return nil, err
 	}
+	ident = s.redactedForEvent(ctx, tx, ident)
 	ev, err := event(tenant, "identity.created", ident.GetId(), ident)
 	if err != nil {
 		return nil, err
@@ -206,10 +233,19 @@ func (s *Service) getIdentity(ctx context.Context, field, rawID string) (*identi
 	if err != nil {
 		return nil, err
 	}
-	var row sqlc.IdentityIdentity
+	var ident *identityv1.Identity
 	err = s.store.InTenant(ctx, tenant, func(tx *store.Tx) error {
-		row, err = tx.GetIdentity(ctx, sqlc.GetIdentityParams{ID: id})
-		return err
+		row, err := tx.GetIdentity(ctx, sqlc.GetIdentityParams{ID: id})
+		if err != nil {
+			return err
+		}
+		if err := checkIdentityPolicy(ctx, row, true); err != nil {
+			return err
+		}
+		if ident, err = identityToProto(row); err != nil {
+			return err
+		}
+		return s.fillSensitiveClaims(ctx, tx, ident)
 	})
 	if err != nil {
 		if errors.Is(err, store.ErrNotFound) {
@@ -217,10 +253,7 @@ func (s *Service) getIdentity(ctx context.Context, field, rawID string) (*identi
 		}
 		return nil, err
 	}
-	if err := checkIdentityPolicy(ctx, row, true); err != nil {
-		return nil, err
-	}
-	return identityToProto(row)
+	return ident, nil
 }
 
 func (s *identityServer) ListIdentities(ctx context.Context, req *identityv1.ListIdentitiesRequest) (*identityv1.ListIdentitiesResponse, error) {
@@ -270,6 +303,9 @@ func (s *identityServer) ListIdentities(ctx context.Context, req *identityv1.Lis
 			return nil, err
 		}
 		resp.Identities = append(resp.Identities, ident)
+	}
+	if err := s.svc.fillSensitive(ctx, tenant, resp.GetIdentities()...); err != nil {
+		return nil, err
 	}
 	return resp, nil
 }

@@ -62,6 +62,10 @@ type ssoState struct {
 	defaultTenant string
 	stateTTL      time.Duration
 	providers     *oidcProviders
+	// cookiePath and secureCookie shape the cookie that binds a sign-in to its
+	// browser (sso_browser.go).
+	cookiePath   string
+	secureCookie bool
 }
 
 // initSSO builds the SSO state; nothing is fetched until a provider is configured
@@ -87,6 +91,7 @@ func (s *Service) initSSO(cfg SSOConfig) error {
 		client = policy.httpClient()
 	}
 	s.sso = &ssoState{callbackBase: base, defaultTenant: cfg.DefaultTenant, stateTTL: ttl, providers: newOIDCProviders(client)}
+	s.sso.cookiePath, s.sso.secureCookie = cookieSettings(base)
 	return s.registerSSOSecrets()
 }
 
@@ -143,7 +148,8 @@ func ssoProviderToProto(r sqlc.IdentitySsoProvider) *identityv1.SsoProvider {
 		},
 		AllowedEmailDomains: nonNil(r.AllowedEmailDomains), JitCreate: r.JitCreate, DefaultRole: r.DefaultRole,
 		RedirectUrls: nonNil(r.RedirectUrls), AllowUnverifiedEmail: r.AllowUnverifiedEmail, IsActive: r.IsActive,
-		CreateTime: timestamppb.New(r.CreateTime), UpdateTime: timestamppb.New(r.UpdateTime),
+		AllowedRoles: nonNil(r.AllowedRoles),
+		CreateTime:   timestamppb.New(r.CreateTime), UpdateTime: timestamppb.New(r.UpdateTime),
 	}
 }
 
@@ -152,6 +158,7 @@ type providerSettings struct {
 	issuer, clientID      string
 	scopes, domains, urls []string
 	defaultRole           string
+	allowedRoles          []string
 }
 
 // normalize fills defaults and checks what protovalidate cannot: "openid" is
@@ -184,7 +191,21 @@ func (ps *providerSettings) normalize(p *auth.Principal, preset string) error {
 	if ps.defaultRole == "" {
 		ps.defaultRole = auth.RoleUser
 	}
-	return checkGrant(p, ps.defaultRole)
+	seen := map[string]bool{}
+	roles := []string{}
+	for _, r := range ps.allowedRoles {
+		r = strings.ToLower(strings.TrimSpace(r))
+		if !roleName(r) {
+			return apierr.Field("allowed_roles", "%q is not a role name (^[a-z][a-z0-9_-]{0,63}$)", r)
+		}
+		if !seen[r] {
+			seen[r] = true
+			roles = append(roles, r)
+		}
+	}
+	ps.allowedRoles = roles
+	// Whoever configures the provider vouches for what its claims may give.
+	return checkGrant(p, append([]string{ps.defaultRole}, ps.allowedRoles...)...)
 }
 
 // checkDiscovery fetches the issuer's discovery document, so a provider that
@@ -265,6 +286,7 @@ func (s *ssoServer) CreateSsoProvider(ctx context.Context, req *identityv1.Creat
 	ps := providerSettings{
 		issuer: req.GetIssuerUrl(), clientID: req.GetClientId(), scopes: slices.Clone(req.GetScopes()),
 		domains: slices.Clone(req.GetAllowedEmailDomains()), urls: req.GetRedirectUrls(), defaultRole: req.GetDefaultRole(),
+		allowedRoles: slices.Clone(req.GetAllowedRoles()),
 	}
 	if err := ps.normalize(p, preset); err != nil {
 		return nil, err
@@ -288,6 +310,7 @@ func (s *ssoServer) CreateSsoProvider(ctx context.Context, req *identityv1.Creat
 					ClaimExternalID: cm.GetExternalId(), ClaimEmail: cm.GetEmail(), ClaimName: cm.GetName(), ClaimRoles: cm.GetRoles(),
 					AllowedEmailDomains: nonNilStrings(ps.domains), JitCreate: req.GetJitCreate(), DefaultRole: ps.defaultRole,
 					RedirectUrls: nonNilStrings(ps.urls), AllowUnverifiedEmail: req.GetAllowUnverifiedEmail(),
+					AllowedRoles: nonNilStrings(ps.allowedRoles),
 				})
 				if err := store.MapErr(err); err != nil {
 					if errors.Is(err, store.ErrAlreadyExists) {
@@ -391,6 +414,7 @@ func (s *ssoServer) ListSsoProviders(ctx context.Context, req *identityv1.ListSs
 var ssoUpdatable = []string{
 	"name", "display_name", "issuer_url", "client_id", "client_secret", "scopes", "claim_mapping",
 	"allowed_email_domains", "jit_create", "default_role", "redirect_urls", "allow_unverified_email", "is_active",
+	"allowed_roles",
 }
 
 // ssoUpdatePaths is the update mask, or with none, every field the request sets
@@ -413,6 +437,7 @@ func ssoUpdatePaths(req *identityv1.UpdateSsoProviderRequest) ([]string, error) 
 		"claim_mapping": in.GetClaimMapping() != nil, "allowed_email_domains": len(in.GetAllowedEmailDomains()) > 0,
 		"jit_create": in.GetJitCreate(), "default_role": in.GetDefaultRole() != "", "redirect_urls": len(in.GetRedirectUrls()) > 0,
 		"allow_unverified_email": in.GetAllowUnverifiedEmail(), "is_active": in.GetIsActive(),
+		"allowed_roles": len(in.GetAllowedRoles()) > 0,
 	}
 	var paths []string
 	for _, f := range ssoUpdatable {
@@ -455,6 +480,7 @@ func (s *ssoServer) UpdateSsoProvider(ctx context.Context, req *identityv1.Updat
 			ClaimEmail: cur.ClaimEmail, ClaimName: cur.ClaimName, ClaimRoles: cur.ClaimRoles,
 			AllowedEmailDomains: cur.AllowedEmailDomains, JitCreate: cur.JitCreate, DefaultRole: cur.DefaultRole,
 			RedirectUrls: cur.RedirectUrls, AllowUnverifiedEmail: cur.AllowUnverifiedEmail, IsActive: cur.IsActive,
+			AllowedRoles: cur.AllowedRoles,
 		}
 		for _, path := range paths {
 			field, sub, _ := strings.Cut(path, ".")
@@ -502,17 +528,20 @@ func (s *ssoServer) UpdateSsoProvider(ctx context.Context, req *identityv1.Updat
 				next.AllowUnverifiedEmail = in.GetAllowUnverifiedEmail()
 			case "is_active":
 				next.IsActive = in.GetIsActive()
+			case "allowed_roles":
+				next.AllowedRoles = slices.Clone(in.GetAllowedRoles())
 			}
 		}
 		ps := providerSettings{
 			issuer: next.IssuerUrl, clientID: next.ClientID, scopes: next.Scopes, domains: next.AllowedEmailDomains,
-			urls: next.RedirectUrls, defaultRole: next.DefaultRole,
+			urls: next.RedirectUrls, defaultRole: next.DefaultRole, allowedRoles: next.AllowedRoles,
 		}
 		if err := ps.normalize(p, cur.Preset); err != nil {
 			return err
 		}
 		next.IssuerUrl, next.Scopes, next.AllowedEmailDomains, next.DefaultRole = ps.issuer, ps.scopes, nonNilStrings(ps.domains), ps.defaultRole
 		next.RedirectUrls = nonNilStrings(next.RedirectUrls)
+		next.AllowedRoles = nonNilStrings(ps.allowedRoles)
 		row, err := tx.UpdateSsoProvider(ctx, next)
 		if err := store.MapErr(err); err != nil {
 			if errors.Is(err, store.ErrAlreadyExists) {

@@ -11,16 +11,25 @@ import (
 	"github.com/manushya-ai/manushya/pkg/auth"
 )
 
-func TestGrantableRolesNeverExceedTheDefaultRole(t *testing.T) {
+func TestProviderRolesNeverExceedWhatTheProviderAllows(t *testing.T) {
 	t.Parallel()
 	groups := []any{"Admin", "readonly", "support", "user", "support", "not a role!", 7}
-	// "admin" ranks above user; "user" is the default role itself; repeats and
-	// names outside the role pattern are dropped.
-	require.Equal(t, []string{"readonly", "support"}, grantableRoles(groups, "user"))
+	// Without allowed_roles: roles ranking no higher than the default role, never
+	// admin; repeats and names outside the role pattern are dropped.
+	user := ssoLogin{DefaultRole: "user"}
+	require.Equal(t, []string{"readonly", "support", "user"}, user.providerRoles(groups))
 	// With readonly as the ceiling, custom roles (ranked with user) are dropped too.
-	require.Empty(t, grantableRoles(groups, "readonly"))
-	require.Equal(t, []string{"support", "ops"}, grantableRoles("support, ops", "admin"))
-	require.Nil(t, grantableRoles(map[string]any{"x": 1}, "admin"))
+	require.Equal(t, []string{"readonly"}, ssoLogin{DefaultRole: "readonly"}.providerRoles(groups))
+	// Admin is given only when allowed_roles names it, even with an admin default.
+	require.Equal(t, []string{"support", "ops"}, ssoLogin{DefaultRole: "admin"}.providerRoles("support, Admin ops"))
+	require.Equal(t, []string{"admin"}, ssoLogin{DefaultRole: "user", AllowedRoles: []string{"admin"}}.providerRoles(groups))
+	require.Empty(t, user.providerRoles(map[string]any{"x": 1}))
+
+	// A sign-in replaces the managed roles and keeps the others; the primary role
+	// is never repeated.
+	listed := ssoLogin{DefaultRole: "user", AllowedRoles: []string{"support", "billing"}}
+	require.Equal(t, []string{"ops", "billing"}, listed.syncedRoles("user", []string{"ops", "support"}, []string{"billing", "user"}))
+	require.Equal(t, []string{"ops"}, listed.syncedRoles("user", []string{"ops", "support", "billing"}, nil))
 }
 
 func TestMapClaimsEmailRules(t *testing.T) {
@@ -97,4 +106,22 @@ func TestProviderSettingsPresetsAndChecks(t *testing.T) {
 	user := &auth.Principal{Roles: []string{auth.RoleUser}}
 	esc := providerSettings{issuer: "https://idp.example.com", defaultRole: auth.RoleAdmin}
 	require.Equal(t, codes.PermissionDenied, status.Code(esc.normalize(user, presetGeneric)))
+}
+
+func TestBrowserCookieFollowsThePublicURL(t *testing.T) {
+	t.Parallel()
+	path, secure := cookieSettings("https://id.acme.com/auth")
+	require.Equal(t, "/auth/v1/sso/callback/", path)
+	require.True(t, secure, "an https callback gets a Secure cookie")
+	st := &ssoState{cookiePath: path, secureCookie: secure}
+	c := st.browserCookie("v", defaultSSOStateTTL)
+	require.Equal(t, `manushya_sso=v; Path=/auth/v1/sso/callback/; Max-Age=600; HttpOnly; Secure; SameSite=Lax`, c.String())
+	require.Contains(t, st.browserCookie("", 0).String(), "Max-Age=0")
+	path, secure = cookieSettings("http://127.0.0.1:8080")
+	require.Equal(t, "/v1/sso/callback/", path)
+	require.False(t, secure, "development over plain http")
+
+	// The hash is what the state keeps; only the same value matches.
+	require.Len(t, browserHash("a"), 64)
+	require.NotEqual(t, browserHash("a"), browserHash("b"))
 }

@@ -22,6 +22,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/manushya-ai/manushya/pkg/apierr"
+	"github.com/manushya-ai/manushya/pkg/auth"
 	"github.com/manushya-ai/manushya/pkg/kv"
 	errorsv1 "github.com/manushya-ai/manushya/pkg/pb/manushya/errors/v1"
 	identityv1 "github.com/manushya-ai/manushya/pkg/pb/manushya/identity/v1"
@@ -48,6 +49,9 @@ type ssoLogin struct {
 	// token; the token itself is not kept, so the state store holds no credential.
 	InvitationID *uuid.UUID `json:"invitation_id,omitempty"`
 	UserAgent    string     `json:"user_agent,omitempty"`
+	// BrowserHash is the hash of the cookie set in the browser that started the
+	// sign-in; the callback must carry that cookie (sso_browser.go).
+	BrowserHash string `json:"browser_hash"`
 	// The provider's identity rules, as they were.
 	ClaimExternalID      string   `json:"claim_external_id"`
 	ClaimEmail           string   `json:"claim_email"`
@@ -57,6 +61,7 @@ type ssoLogin struct {
 	JITCreate            bool     `json:"jit_create"`
 	DefaultRole          string   `json:"default_role"`
 	AllowUnverifiedEmail bool     `json:"allow_unverified_email"`
+	AllowedRoles         []string `json:"allowed_roles"`
 }
 
 // ssoCodeGrant is what a one-time code stands for: a finished sign-in whose
@@ -154,7 +159,7 @@ func (s *Service) startSSO(ctx context.Context, req *identityv1.StartSsoLoginReq
 		Scopes: prov.Scopes, AppRedirect: app, UserAgent: clientOf(ctx).userAgent,
 		ClaimExternalID: prov.ClaimExternalID, ClaimEmail: prov.ClaimEmail, ClaimName: prov.ClaimName, ClaimRoles: prov.ClaimRoles,
 		AllowedEmailDomains: prov.AllowedEmailDomains, JITCreate: prov.JitCreate, DefaultRole: prov.DefaultRole,
-		AllowUnverifiedEmail: prov.AllowUnverifiedEmail,
+		AllowUnverifiedEmail: prov.AllowUnverifiedEmail, AllowedRoles: prov.AllowedRoles,
 	}
 	if inv := req.GetInvitationToken(); inv != "" {
 		// Fail early on an invitation that cannot be accepted here; the callback
@@ -178,6 +183,11 @@ func (s *Service) startSSO(ctx context.Context, req *identityv1.StartSsoLoginReq
 		return nil, err
 	}
 	login.Verifier = oauth2.GenerateVerifier()
+	binding, err := randomToken(32)
+	if err != nil {
+		return nil, err
+	}
+	login.BrowserHash = browserHash(binding)
 	p, err := s.sso.providers.get(ctx, prov.IssuerUrl)
 	if err != nil {
 		return nil, apierr.Unavailable("sso provider %q cannot be reached: %v", prov.Name, err)
@@ -195,6 +205,7 @@ func (s *Service) startSSO(ctx context.Context, req *identityv1.StartSsoLoginReq
 	if err := s.tokens.kv.Set(ctx, kvKeyOf("state", state), raw, s.sso.stateTTL); err != nil {
 		return nil, apierr.Internal(fmt.Errorf("store sso state: %w", err))
 	}
+	setBrowserCookie(ctx, s.sso.browserCookie(binding, s.sso.stateTTL))
 	return &identityv1.StartSsoLoginResponse{
 		AuthorizationUrl: authURL, State: state, ExpireTime: timestamppb.New(time.Now().Add(s.sso.stateTTL)),
 	}, nil
@@ -225,20 +236,41 @@ func (s *ssoServer) SsoCallback(ctx context.Context, req *identityv1.SsoCallback
 
 func (s *Service) ssoCallback(ctx context.Context, req *identityv1.SsoCallbackRequest) (*identityv1.SsoCallbackResponse, error) {
 	stateKey := kvKeyOf("state", req.GetState())
-	raw, ok, err := s.tokens.claimOnce(ctx, stateKey, s.sso.stateTTL)
-	if err != nil {
-		return nil, apierr.Internal(fmt.Errorf("claim sso state: %w", err))
-	}
-	if !ok {
+	unknown := apierr.Unauthenticated(errorsv1.ErrorReason_ERROR_REASON_LOGIN_FAILED,
+		"single sign-on refused: the state is unknown, expired or already used; start the sign-in again")
+	// The browser check comes before the state is claimed, so a callback URL opened
+	// in another browser does not use up the sign-in of the browser it belongs to.
+	peek, err := s.tokens.kv.Get(ctx, stateKey)
+	if errors.Is(err, kv.ErrNotFound) {
 		// No tenant is known without the state, so there is no event to record.
-		return nil, apierr.Unauthenticated(errorsv1.ErrorReason_ERROR_REASON_LOGIN_FAILED,
-			"single sign-on refused: the state is unknown, expired or already used; start the sign-in again")
+		return nil, unknown
+	}
+	if err != nil {
+		return nil, apierr.Internal(fmt.Errorf("read sso state: %w", err))
 	}
 	var login ssoLogin
-	if err := json.Unmarshal(raw, &login); err != nil {
+	if err := json.Unmarshal(peek, &login); err != nil {
 		return nil, apierr.Internal(fmt.Errorf("decode sso state: %w", err))
 	}
-	resp, fail := s.finishSSO(ctx, req, login)
+	var fail error
+	var resp *identityv1.SsoCallbackResponse
+	if !sameBrowser(ctx, login.BrowserHash) {
+		fail = refuse("browser_mismatch", "this sign-in was started in another browser (its cookie is missing or different); start the sign-in again here")
+	} else {
+		raw, ok, err := s.tokens.claimOnce(ctx, stateKey, s.sso.stateTTL)
+		if err != nil {
+			return nil, apierr.Internal(fmt.Errorf("claim sso state: %w", err))
+		}
+		if !ok {
+			return nil, unknown
+		}
+		if err := json.Unmarshal(raw, &login); err != nil {
+			return nil, apierr.Internal(fmt.Errorf("decode sso state: %w", err))
+		}
+		// The state is used up either way: the cookie has done its work.
+		setBrowserCookie(ctx, s.sso.browserCookie("", 0))
+		resp, fail = s.finishSSO(ctx, req, login)
+	}
 	if fail == nil {
 		return resp, nil
 	}
@@ -284,7 +316,11 @@ func appRedirect(base string, q url.Values) string {
 type ssoIdentity struct {
 	subject, externalID, email, name string
 	emailVerified                    bool
-	roles                            []string
+	// syncRoles is set when the provider maps a roles claim: roles are then the
+	// provider-given roles, which replace those of the identity that the provider
+	// manages (login.managesRole) at every sign-in.
+	syncRoles bool
+	roles     []string
 }
 
 // finishSSO does the callback's work once the state is claimed.
@@ -484,15 +520,27 @@ func mapClaims(subject string, claims map[string]any, login ssoLogin) (ssoIdenti
 		return who, refuse("claim_missing", "the provider sent no %q claim to use as external_id", extClaim)
 	}
 	if login.ClaimRoles != "" {
-		who.roles = grantableRoles(claims[login.ClaimRoles], login.DefaultRole)
+		who.syncRoles = true
+		who.roles = login.providerRoles(claims[login.ClaimRoles])
 	}
 	return who, nil
 }
 
-// grantableRoles keeps the role names of a roles claim that rank no higher than
-// the provider's default role: a provider (or whoever controls its groups) can
-// never make an identity more powerful than the tenant admin configured.
-func grantableRoles(v any, defaultRole string) []string {
+// managesRole reports whether the provider's roles claim decides role r: one of
+// its allowed_roles, or, without that list, any role ranking no higher than its
+// default role, admin never. Roles it does not manage are not its to give or take.
+func (l ssoLogin) managesRole(r string) bool {
+	if len(l.AllowedRoles) > 0 {
+		return slices.Contains(l.AllowedRoles, r)
+	}
+	return r != auth.RoleAdmin && roleRank(r) <= roleRank(l.DefaultRole)
+}
+
+// providerRoles keeps the role names of a roles claim (a list, or one string of
+// names separated by spaces or commas) that the provider manages: a provider (or
+// whoever controls its groups) can never make an identity more powerful than the
+// tenant admin configured.
+func (l ssoLogin) providerRoles(v any) []string {
 	var names []string
 	switch t := v.(type) {
 	case []any:
@@ -504,16 +552,33 @@ func grantableRoles(v any, defaultRole string) []string {
 	case string:
 		names = strings.Fields(strings.ReplaceAll(t, ",", " "))
 	}
-	ceiling := roleRank(defaultRole)
-	var out []string
+	out := []string{}
 	for _, r := range names {
 		r = strings.ToLower(strings.TrimSpace(r))
-		if !roleName(r) || r == defaultRole || roleRank(r) > ceiling || slices.Contains(out, r) {
+		if !roleName(r) || !l.managesRole(r) || slices.Contains(out, r) {
 			continue
 		}
 		out = append(out, r)
-		if len(out) == 32 {
+		if len(out) == maxExtraRoles {
 			break
+		}
+	}
+	return out
+}
+
+// syncedRoles is an identity's extra roles after a sign-in: the ones the
+// provider does not manage stay, the managed ones are the claim's (the primary
+// role is never repeated among them).
+func (l ssoLogin) syncedRoles(primary string, current, fromClaim []string) []string {
+	out := []string{}
+	for _, r := range current {
+		if !l.managesRole(r) && r != primary && !slices.Contains(out, r) {
+			out = append(out, r)
+		}
+	}
+	for _, r := range fromClaim {
+		if r != primary && !slices.Contains(out, r) {
+			out = append(out, r)
 		}
 	}
 	return out
@@ -545,8 +610,10 @@ func (s *Service) resolveSSOIdentity(ctx context.Context, login ssoLogin, who ss
 	var (
 		id      uuid.UUID
 		created bool
+		synced  rolesSync
 	)
 	err := s.store.InTenant(ctx, login.Tenant, func(tx *store.Tx) error {
+		synced = rolesSync{}
 		link, err := tx.GetSsoLink(ctx, sqlc.GetSsoLinkParams{ProviderID: login.ProviderID, Subject: who.subject})
 		switch err = store.MapErr(err); {
 		case err == nil:
@@ -555,6 +622,9 @@ func (s *Service) resolveSSOIdentity(ctx context.Context, login ssoLogin, who ss
 				return refuseCode(codes.PermissionDenied, "identity_inactive", "the identity of this account is deleted or deactivated")
 			}
 			id = ident.ID
+			if synced, err = s.syncSSORoles(ctx, tx, login, who, id); err != nil {
+				return err
+			}
 			return tx.TouchSsoLink(ctx, sqlc.TouchSsoLinkParams{ProviderID: login.ProviderID, Subject: who.subject, Email: who.email})
 		case !errors.Is(err, store.ErrNotFound):
 			return err
@@ -569,6 +639,9 @@ func (s *Service) resolveSSOIdentity(ctx context.Context, login ssoLogin, who ss
 					return refuseCode(codes.PermissionDenied, "identity_inactive", "the identity of this email address is deactivated")
 				}
 				id = matches[0].ID
+				if synced, err = s.syncSSORoles(ctx, tx, login, who, id); err != nil {
+					return err
+				}
 				return tx.CreateSsoLink(ctx, sqlc.CreateSsoLinkParams{
 					TenantID: login.Tenant, ProviderID: login.ProviderID, Subject: who.subject, IdentityID: id, Email: who.email,
 				})
@@ -577,13 +650,16 @@ func (s *Service) resolveSSOIdentity(ctx context.Context, login ssoLogin, who ss
 		if !login.JITCreate {
 			return refuseCode(codes.PermissionDenied, "no_identity", "no identity matches this account and the provider does not create identities")
 		}
-		ident, err := s.createSSOIdentity(ctx, tx, login, who, login.DefaultRole, who.roles, nil)
+		ident, err := s.createSSOIdentity(ctx, tx, login, who, login.DefaultRole, login.syncedRoles(login.DefaultRole, nil, who.roles), nil)
 		if err != nil {
 			return err
 		}
 		id, created = ident.ID, true
 		return nil
 	})
+	if err == nil {
+		s.settleRoles(ctx, synced)
+	}
 	return id, created, err
 }
 
@@ -607,6 +683,14 @@ func (s *Service) createSSOIdentity(ctx context.Context, tx *store.Tx, login sso
 	if err != nil {
 		return sqlc.IdentityIdentity{}, apierr.Internal(err)
 	}
+	names, err := sensitiveNamesOf(ctx, tx, login.Tenant)
+	if err != nil {
+		return sqlc.IdentityIdentity{}, err
+	}
+	rawClaims, sensitive, err := splitClaims(rawClaims, names)
+	if err != nil {
+		return sqlc.IdentityIdentity{}, err
+	}
 	if roles == nil {
 		roles = []string{}
 	}
@@ -622,11 +706,14 @@ func (s *Service) createSSOIdentity(ctx context.Context, tx *store.Tx, login sso
 		}
 		return row, err
 	}
+	if err := s.writeSensitiveClaims(ctx, tx, login.Tenant, row.ID, sensitive, true); err != nil {
+		return row, err
+	}
 	ident, err := identityToProto(row)
 	if err != nil {
 		return row, err
 	}
-	if err := s.emit(ctx, tx, login.Tenant, "identity.created", ident.GetId(), ident); err != nil {
+	if err := s.emit(ctx, tx, login.Tenant, "identity.created", ident.GetId(), s.redactedForEvent(ctx, tx, ident)); err != nil {
 		return row, err
 	}
 	err = tx.CreateSsoLink(ctx, sqlc.CreateSsoLinkParams{

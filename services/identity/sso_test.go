@@ -70,10 +70,15 @@ func (u *oidcUser) Claims(_ []string, base *mockoidc.IDTokenClaims) (jwt.Claims,
 // and an application that SSO redirects back to.
 type ssoBundle struct {
 	*kmiBundle
-	sso     identityv1.SsoServiceClient
-	op      *mockoidc.MockOIDC
-	gwURL   string
-	appURL  string
+	sso    identityv1.SsoServiceClient
+	op     *mockoidc.MockOIDC
+	gwURL  string
+	appURL string
+	// browser stops at every redirect, like noFollow, but keeps cookies (the
+	// binding cookie of a started sign-in among them).
+	browser *http.Client
+	// audit receives the service's own audit records (sign-ins, role syncs).
+	audit   *auditCapture
 	mu      sync.Mutex
 	appHits []url.Values
 	// resign, when set, re-signs the ID token of the next token response with
@@ -85,6 +90,10 @@ func setupSSO(t *testing.T) *ssoBundle {
 	t.Helper()
 	ctx := context.Background()
 	b := &ssoBundle{kmiBundle: &kmiBundle{db: pgtest.New(t, identity.Migrations()), logs: &kmiLogBuffer{}}}
+	jar, jerr := cookiejar.New(nil)
+	require.NoError(t, jerr)
+	b.browser = &http.Client{Jar: jar, Timeout: 10 * time.Second, CheckRedirect: noFollow.CheckRedirect}
+	b.audit = &auditCapture{}
 
 	op, err := mockoidc.NewServer(nil)
 	require.NoError(t, err)
@@ -115,7 +124,7 @@ func setupSSO(t *testing.T) *ssoBundle {
 	mod, err := identity.New(identity.Config{
 		APIKeyPepper: pepper,
 		SSO:          identity.SSOConfig{CallbackBaseURL: gw.URL, AllowedAddresses: []string{"127.0.0.0/8"}},
-	}, identity.Deps{Pool: b.db.Pool, KV: store, Logger: slog.New(slog.NewJSONHandler(b.logs, nil))})
+	}, identity.Deps{Pool: b.db.Pool, KV: store, Logger: slog.New(slog.NewJSONHandler(b.logs, nil)), Audit: b.audit})
 	require.NoError(t, err)
 	runCtx, cancel := context.WithCancel(ctx)
 	require.NoError(t, mod.Start(runCtx))
@@ -217,7 +226,7 @@ func get(t *testing.T, c *http.Client, u string) (*http.Response, []byte) {
 // user, returning the callback URL the provider sends the browser to.
 func (b *ssoBundle) toCallback(t *testing.T, loginPath string, user *oidcUser) string {
 	t.Helper()
-	resp, body := get(t, noFollow, b.gwURL+loginPath)
+	resp, body := get(t, b.browser, b.gwURL+loginPath)
 	require.Equal(t, http.StatusFound, resp.StatusCode, string(body))
 	authorize := resp.Header.Get("Location")
 	u, err := url.Parse(authorize)
@@ -229,7 +238,7 @@ func (b *ssoBundle) toCallback(t *testing.T, loginPath string, user *oidcUser) s
 	require.NotEmpty(t, q.Get("state"))
 	require.Equal(t, b.gwURL+"/v1/sso/callback/"+strings.TrimPrefix(strings.Split(loginPath, "?")[0], "/v1/sso/login/"), q.Get("redirect_uri"))
 	b.op.QueueUser(user)
-	resp, body = get(t, noFollow, authorize)
+	resp, body = get(t, b.browser, authorize)
 	require.Equal(t, http.StatusFound, resp.StatusCode, string(body))
 	return resp.Header.Get("Location")
 }
@@ -391,9 +400,9 @@ func TestSSOAppRedirectAndExchange(t *testing.T) {
 	require.Contains(t, msg, "redirect_uri")
 
 	// The provider's own error goes back to the application.
-	resp, _ = get(t, noFollow, b.gwURL+"/v1/sso/login/okta?tenant=tenant-a")
+	resp, _ = get(t, b.browser, b.gwURL+"/v1/sso/login/okta?tenant=tenant-a")
 	state := mustQuery(t, resp.Header.Get("Location")).Get("state")
-	resp, _ = get(t, noFollow, b.gwURL+"/v1/sso/callback/okta?error=access_denied&error_description=no&state="+url.QueryEscape(state))
+	resp, _ = get(t, b.browser, b.gwURL+"/v1/sso/callback/okta?error=access_denied&error_description=no&state="+url.QueryEscape(state))
 	require.Equal(t, http.StatusFound, resp.StatusCode)
 	loc := mustQuery(t, resp.Header.Get("Location"))
 	require.Equal(t, "access_denied", loc.Get("error"))
@@ -419,7 +428,7 @@ func TestSSOAttacks(t *testing.T) {
 
 	refused := func(t *testing.T, callback, wantMsg string) {
 		t.Helper()
-		resp, body := get(t, noFollow, callback)
+		resp, body := get(t, b.browser, callback)
 		st, code, msg := restError(t, resp, body)
 		require.Equal(t, http.StatusUnauthorized, st, msg)
 		require.Equal(t, codes.Unauthenticated, code)
@@ -444,7 +453,7 @@ func TestSSOAttacks(t *testing.T) {
 	})
 	t.Run("replayed code", func(t *testing.T) {
 		cb := b.toCallback(t, login, &oidcUser{sub: "replay", email: "replay@example.com", verified: true})
-		resp, body := get(t, noFollow, cb)
+		resp, body := get(t, b.browser, cb)
 		require.Equal(t, http.StatusOK, resp.StatusCode, string(body))
 		before++ // the first use signs in (JIT creates the identity)
 		refused(t, cb, "state is unknown, expired or already used")
@@ -499,20 +508,20 @@ func TestSSOLinking(t *testing.T) {
 
 	// Unverified, on a provider that accepts unverified addresses: the existing
 	// identity is not taken over; creating a second one with its name fails.
-	resp, body := get(t, noFollow, b.toCallback(t, "/v1/sso/login/loose?tenant=tenant-a", &oidcUser{sub: "attacker", email: "boss@example.com"}))
+	resp, body := get(t, b.browser, b.toCallback(t, "/v1/sso/login/loose?tenant=tenant-a", &oidcUser{sub: "attacker", email: "boss@example.com"}))
 	st, code, msg := restError(t, resp, body)
 	require.Equal(t, http.StatusConflict, st, msg)
 	require.Equal(t, codes.AlreadyExists, code)
 	require.Equal(t, before, b.countIdentities(t, admin))
 
 	// Verified, on a provider without JIT: linked to the existing identity.
-	resp, body = get(t, noFollow, b.toCallback(t, "/v1/sso/login/nojit?tenant=tenant-a", &oidcUser{sub: "boss-sub", email: "BOSS@example.com", verified: true}))
+	resp, body = get(t, b.browser, b.toCallback(t, "/v1/sso/login/nojit?tenant=tenant-a", &oidcUser{sub: "boss-sub", email: "BOSS@example.com", verified: true}))
 	require.Equal(t, http.StatusOK, resp.StatusCode, string(body))
 	require.Contains(t, string(body), existing.GetIdentity().GetId())
 	require.Equal(t, before, b.countIdentities(t, admin))
 
 	// Without JIT, an unknown account is refused.
-	resp, body = get(t, noFollow, b.toCallback(t, "/v1/sso/login/nojit?tenant=tenant-a", &oidcUser{sub: "stranger", email: "stranger@example.com", verified: true}))
+	resp, body = get(t, b.browser, b.toCallback(t, "/v1/sso/login/nojit?tenant=tenant-a", &oidcUser{sub: "stranger", email: "stranger@example.com", verified: true}))
 	st, _, msg = restError(t, resp, body)
 	require.Equal(t, http.StatusForbidden, st, msg)
 	require.Contains(t, msg, "does not create identities")
@@ -535,13 +544,13 @@ func TestSSOInvitation(t *testing.T) {
 	before := b.countIdentities(t, admin)
 
 	// Another address cannot use it.
-	resp, body := get(t, noFollow, b.toCallback(t, login, &oidcUser{sub: "other", email: "other@example.com", verified: true}))
+	resp, body := get(t, b.browser, b.toCallback(t, login, &oidcUser{sub: "other", email: "other@example.com", verified: true}))
 	st, _, msg := restError(t, resp, body)
 	require.Equal(t, http.StatusForbidden, st, msg)
 	require.Contains(t, msg, "invitation")
 	require.Equal(t, before, b.countIdentities(t, admin))
 
-	resp, body = get(t, noFollow, b.toCallback(t, login, &oidcUser{sub: "hire", email: "new.hire@example.com", verified: true}))
+	resp, body = get(t, b.browser, b.toCallback(t, login, &oidcUser{sub: "hire", email: "new.hire@example.com", verified: true}))
 	require.Equal(t, http.StatusOK, resp.StatusCode, string(body))
 	require.Contains(t, string(body), `"role":"agent"`)
 	require.Equal(t, before+1, b.countIdentities(t, admin))
@@ -576,7 +585,7 @@ func TestSSOProviderAdmin(t *testing.T) {
 	other := b.provider(t, "other", nil)
 	_, err := admin.Exec(ctx, "UPDATE identity.sso_providers SET client_secret_sealed = $1 WHERE id = $2", sealed, other.GetId())
 	require.NoError(t, err)
-	resp, body := get(t, noFollow, b.toCallback(t, "/v1/sso/login/other?tenant=tenant-a", &oidcUser{sub: "x", email: "x@example.com", verified: true}))
+	resp, body := get(t, b.browser, b.toCallback(t, "/v1/sso/login/other?tenant=tenant-a", &oidcUser{sub: "x", email: "x@example.com", verified: true}))
 	require.Equal(t, http.StatusInternalServerError, resp.StatusCode, "a secret moved to another row does not open: %s", body)
 
 	// Tenant isolation: another tenant's admin sees NOT_FOUND.

@@ -3,6 +3,7 @@ package identity
 import (
 	"context"
 	"errors"
+	"slices"
 	"strings"
 	"unicode/utf8"
 
@@ -33,7 +34,7 @@ type tenantChange struct {
 }
 
 // settingPaths are the settings an update mask may name one by one.
-var settingPaths = []string{"self_registration", "mfa_required", "password_min_length", "max_sessions_per_identity"}
+var settingPaths = []string{"self_registration", "mfa_required", "password_min_length", "max_sessions_per_identity", "sensitive_claims"}
 
 // tenantChangeOf checks the mask and the values it names. An empty mask means the
 // name and the settings the tenant sets to something other than false or 0, which
@@ -54,6 +55,7 @@ func tenantChangeOf(in *identityv1.Tenant, paths []string) (tenantChange, error)
 			{"settings.mfa_required", s.GetMfaRequired()},
 			{"settings.password_min_length", s.GetPasswordMinLength() != 0},
 			{"settings.max_sessions_per_identity", s.GetMaxSessionsPerIdentity() != 0},
+			{"settings.sensitive_claims", len(s.GetSensitiveClaims()) > 0},
 		} {
 			if set.on {
 				paths = append(paths, set.path)
@@ -72,13 +74,14 @@ func tenantChangeOf(in *identityv1.Tenant, paths []string) (tenantChange, error)
 			c.setName, c.name = true, in.GetName()
 		case "settings":
 			c.settings = append(c.settings, settingPaths...)
-		case "settings.self_registration", "settings.mfa_required", "settings.password_min_length", "settings.max_sessions_per_identity":
+		case "settings.self_registration", "settings.mfa_required", "settings.password_min_length", "settings.max_sessions_per_identity",
+			"settings.sensitive_claims":
 			c.settings = append(c.settings, strings.TrimPrefix(path, "settings."))
 		case "id":
 			// Names the tenant rather than changing it: the REST gateway infers a
 			// PATCH's mask from the body, which may carry the id.
 		default:
-			return c, apierr.Field("update_mask", "%q cannot be changed; only name, settings and settings.self_registration, settings.mfa_required, settings.password_min_length, settings.max_sessions_per_identity can", path)
+			return c, apierr.Field("update_mask", "%q cannot be changed; only name, settings and settings.self_registration, settings.mfa_required, settings.password_min_length, settings.max_sessions_per_identity, settings.sensitive_claims can", path)
 		}
 	}
 	s := in.GetSettings()
@@ -92,6 +95,10 @@ func tenantChangeOf(in *identityv1.Tenant, paths []string) (tenantChange, error)
 		case "max_sessions_per_identity":
 			if v := s.GetMaxSessionsPerIdentity(); v < 0 || v > maxSessionsCap {
 				return c, apierr.Field("tenant.settings.max_sessions_per_identity", "must be 0 (the server default) or 1 to %d", maxSessionsCap)
+			}
+		case "sensitive_claims":
+			if err := checkSensitiveNames(s.GetSensitiveClaims()); err != nil {
+				return c, err
 			}
 		}
 	}
@@ -113,6 +120,8 @@ func (c tenantChange) apply(cur, in *identityv1.TenantSettings) {
 			cur.PasswordMinLength = in.GetPasswordMinLength()
 		case "max_sessions_per_identity":
 			cur.MaxSessionsPerIdentity = in.GetMaxSessionsPerIdentity()
+		case "sensitive_claims":
+			cur.SensitiveClaims = slices.Clone(in.GetSensitiveClaims())
 		}
 	}
 }
@@ -163,6 +172,11 @@ func (s *tenantServer) UpdateTenant(ctx context.Context, req *identityv1.UpdateT
 		}
 		row, err := tx.UpdateTenant(ctx, params)
 		if err := store.MapErr(err); err != nil {
+			return err
+		}
+		// Values of newly listed sensitive claims leave the plain claims now, in the
+		// same transaction: the setting never claims a protection the data lacks.
+		if _, err := s.svc.sealExistingClaims(ctx, tx, id, addedNames(before.GetSettings().GetSensitiveClaims(), settings.GetSensitiveClaims())); err != nil {
 			return err
 		}
 		if t, err = tenantToProto(row); err != nil {

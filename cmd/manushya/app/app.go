@@ -220,7 +220,7 @@ func New(cfg *config.Config, mode string, logger *slog.Logger) *App {
 	a.manager.Register(module.Definition{Name: modBus, Hidden: true, Init: a.initBus})
 	a.manager.Register(module.Definition{Name: modKV, Hidden: true, Init: a.initKV})
 	a.manager.Register(module.Definition{Name: modServer, Hidden: true, Init: a.initServer})
-	a.manager.Register(module.Definition{Name: modKeyring, Hidden: true, Deps: []string{modDatabase}, Init: a.initKeyring})
+	a.manager.Register(module.Definition{Name: modKeyring, Hidden: true, Deps: []string{modDatabase, modServer}, Init: a.initKeyring})
 	a.manager.Register(module.Definition{
 		Name: modLimits, Hidden: true, Deps: []string{modDatabase, modBus, modKV, modServer}, Init: a.initLimits,
 	})

@@ -6,6 +6,7 @@ import (
 
 	"github.com/manushya-ai/manushya/pkg/config"
 	"github.com/manushya-ai/manushya/pkg/keyring"
+	"github.com/manushya-ai/manushya/pkg/keyring/keyadmin"
 	"github.com/manushya-ai/manushya/pkg/module"
 	"github.com/manushya-ai/manushya/pkg/postgres"
 	"github.com/manushya-ai/manushya/pkg/worker"
@@ -21,7 +22,8 @@ const modKeyring = "keyring"
 const keyringPoolConns = 4
 
 // initKeyring builds the keyring (KEK from encryption.kek, older ones from
-// encryption.previous_keks) and runs its re-encryption job in the background.
+// encryption.previous_keks), serves EncryptionService over it and runs its
+// re-encryption job in the background.
 func (a *App) initKeyring(ctx context.Context) (module.Service, error) {
 	kms, err := a.keyringKMS()
 	if err != nil {
@@ -44,6 +46,9 @@ func (a *App) initKeyring(ctx context.Context) (module.Service, error) {
 		return nil, err
 	}
 	a.keys = kr
+	// EncryptionService (status, rotation, passes on demand) is served wherever the
+	// keyring runs.
+	keyadmin.New(a.background, kr, a.logger).Register(a.server)
 	loops := worker.NewGroup(a.logger)
 	return module.Funcs{
 		StartFunc: func(ctx context.Context) error {

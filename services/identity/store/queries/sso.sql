@@ -4,8 +4,8 @@
 -- name: CreateSsoProvider :one
 INSERT INTO identity.sso_providers (id, tenant_id, name, display_name, preset, issuer_url, client_id,
   client_secret_sealed, scopes, claim_external_id, claim_email, claim_name, claim_roles,
-  allowed_email_domains, jit_create, default_role, redirect_urls, allow_unverified_email)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)
+  allowed_email_domains, jit_create, default_role, redirect_urls, allow_unverified_email, allowed_roles)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)
 RETURNING *;
 
 -- name: GetSsoProvider :one
@@ -32,7 +32,7 @@ UPDATE identity.sso_providers
 SET name = $2, display_name = $3, issuer_url = $4, client_id = $5, client_secret_sealed = $6,
     scopes = $7, claim_external_id = $8, claim_email = $9, claim_name = $10, claim_roles = $11,
     allowed_email_domains = $12, jit_create = $13, default_role = $14, redirect_urls = $15,
-    allow_unverified_email = $16, is_active = $17, update_time = now()
+    allow_unverified_email = $16, is_active = $17, allowed_roles = $18, update_time = now()
 WHERE id = $1
 RETURNING *;
 

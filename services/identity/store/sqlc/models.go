@@ -127,6 +127,15 @@ type IdentityRevokedSession struct {
 	UntilTime time.Time
 }
 
+type IdentitySensitiveClaim struct {
+	TenantID   uuid.UUID
+	IdentityID uuid.UUID
+	Name       string
+	RowRef     *string
+	Sealed     []byte
+	UpdateTime time.Time
+}
+
 type IdentitySession struct {
 	ID           uuid.UUID
 	TenantID     uuid.UUID
@@ -185,6 +194,7 @@ type IdentitySsoProvider struct {
 	IsActive             bool
 	CreateTime           time.Time
 	UpdateTime           time.Time
+	AllowedRoles         []string
 }
 
 type IdentityTenant struct {

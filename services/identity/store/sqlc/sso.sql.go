@@ -39,9 +39,9 @@ const createSsoProvider = `-- name: CreateSsoProvider :one
 
 INSERT INTO identity.sso_providers (id, tenant_id, name, display_name, preset, issuer_url, client_id,
   client_secret_sealed, scopes, claim_external_id, claim_email, claim_name, claim_roles,
-  allowed_email_domains, jit_create, default_role, redirect_urls, allow_unverified_email)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)
-RETURNING id, tenant_id, name, display_name, preset, issuer_url, client_id, client_secret_sealed, scopes, claim_external_id, claim_email, claim_name, claim_roles, allowed_email_domains, jit_create, default_role, redirect_urls, allow_unverified_email, is_active, create_time, update_time
+  allowed_email_domains, jit_create, default_role, redirect_urls, allow_unverified_email, allowed_roles)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)
+RETURNING id, tenant_id, name, display_name, preset, issuer_url, client_id, client_secret_sealed, scopes, claim_external_id, claim_email, claim_name, claim_roles, allowed_email_domains, jit_create, default_role, redirect_urls, allow_unverified_email, is_active, create_time, update_time, allowed_roles
 `
 
 type CreateSsoProviderParams struct {
@@ -63,6 +63,7 @@ type CreateSsoProviderParams struct {
 	DefaultRole          string
 	RedirectUrls         []string
 	AllowUnverifiedEmail bool
+	AllowedRoles         []string
 }
 
 // Single sign-on (SsoService): providers and the links of provider accounts to
@@ -87,6 +88,7 @@ func (q *Queries) CreateSsoProvider(ctx context.Context, arg CreateSsoProviderPa
 		arg.DefaultRole,
 		arg.RedirectUrls,
 		arg.AllowUnverifiedEmail,
+		arg.AllowedRoles,
 	)
 	var i IdentitySsoProvider
 	err := row.Scan(
@@ -111,12 +113,13 @@ func (q *Queries) CreateSsoProvider(ctx context.Context, arg CreateSsoProviderPa
 		&i.IsActive,
 		&i.CreateTime,
 		&i.UpdateTime,
+		&i.AllowedRoles,
 	)
 	return i, err
 }
 
 const deleteSsoProvider = `-- name: DeleteSsoProvider :one
-DELETE FROM identity.sso_providers WHERE id = $1 RETURNING id, tenant_id, name, display_name, preset, issuer_url, client_id, client_secret_sealed, scopes, claim_external_id, claim_email, claim_name, claim_roles, allowed_email_domains, jit_create, default_role, redirect_urls, allow_unverified_email, is_active, create_time, update_time
+DELETE FROM identity.sso_providers WHERE id = $1 RETURNING id, tenant_id, name, display_name, preset, issuer_url, client_id, client_secret_sealed, scopes, claim_external_id, claim_email, claim_name, claim_roles, allowed_email_domains, jit_create, default_role, redirect_urls, allow_unverified_email, is_active, create_time, update_time, allowed_roles
 `
 
 func (q *Queries) DeleteSsoProvider(ctx context.Context, id uuid.UUID) (IdentitySsoProvider, error) {
@@ -144,6 +147,7 @@ func (q *Queries) DeleteSsoProvider(ctx context.Context, id uuid.UUID) (Identity
 		&i.IsActive,
 		&i.CreateTime,
 		&i.UpdateTime,
+		&i.AllowedRoles,
 	)
 	return i, err
 }
@@ -216,7 +220,7 @@ func (q *Queries) GetSsoLink(ctx context.Context, arg GetSsoLinkParams) (Identit
 }
 
 const getSsoProvider = `-- name: GetSsoProvider :one
-SELECT id, tenant_id, name, display_name, preset, issuer_url, client_id, client_secret_sealed, scopes, claim_external_id, claim_email, claim_name, claim_roles, allowed_email_domains, jit_create, default_role, redirect_urls, allow_unverified_email, is_active, create_time, update_time FROM identity.sso_providers WHERE id = $1
+SELECT id, tenant_id, name, display_name, preset, issuer_url, client_id, client_secret_sealed, scopes, claim_external_id, claim_email, claim_name, claim_roles, allowed_email_domains, jit_create, default_role, redirect_urls, allow_unverified_email, is_active, create_time, update_time, allowed_roles FROM identity.sso_providers WHERE id = $1
 `
 
 func (q *Queries) GetSsoProvider(ctx context.Context, id uuid.UUID) (IdentitySsoProvider, error) {
@@ -244,12 +248,13 @@ func (q *Queries) GetSsoProvider(ctx context.Context, id uuid.UUID) (IdentitySso
 		&i.IsActive,
 		&i.CreateTime,
 		&i.UpdateTime,
+		&i.AllowedRoles,
 	)
 	return i, err
 }
 
 const getSsoProviderByName = `-- name: GetSsoProviderByName :one
-SELECT id, tenant_id, name, display_name, preset, issuer_url, client_id, client_secret_sealed, scopes, claim_external_id, claim_email, claim_name, claim_roles, allowed_email_domains, jit_create, default_role, redirect_urls, allow_unverified_email, is_active, create_time, update_time FROM identity.sso_providers WHERE name = $1
+SELECT id, tenant_id, name, display_name, preset, issuer_url, client_id, client_secret_sealed, scopes, claim_external_id, claim_email, claim_name, claim_roles, allowed_email_domains, jit_create, default_role, redirect_urls, allow_unverified_email, is_active, create_time, update_time, allowed_roles FROM identity.sso_providers WHERE name = $1
 `
 
 func (q *Queries) GetSsoProviderByName(ctx context.Context, name string) (IdentitySsoProvider, error) {
@@ -277,12 +282,13 @@ func (q *Queries) GetSsoProviderByName(ctx context.Context, name string) (Identi
 		&i.IsActive,
 		&i.CreateTime,
 		&i.UpdateTime,
+		&i.AllowedRoles,
 	)
 	return i, err
 }
 
 const getSsoProviderForUpdate = `-- name: GetSsoProviderForUpdate :one
-SELECT id, tenant_id, name, display_name, preset, issuer_url, client_id, client_secret_sealed, scopes, claim_external_id, claim_email, claim_name, claim_roles, allowed_email_domains, jit_create, default_role, redirect_urls, allow_unverified_email, is_active, create_time, update_time FROM identity.sso_providers WHERE id = $1 FOR UPDATE
+SELECT id, tenant_id, name, display_name, preset, issuer_url, client_id, client_secret_sealed, scopes, claim_external_id, claim_email, claim_name, claim_roles, allowed_email_domains, jit_create, default_role, redirect_urls, allow_unverified_email, is_active, create_time, update_time, allowed_roles FROM identity.sso_providers WHERE id = $1 FOR UPDATE
 `
 
 func (q *Queries) GetSsoProviderForUpdate(ctx context.Context, id uuid.UUID) (IdentitySsoProvider, error) {
@@ -310,6 +316,7 @@ func (q *Queries) GetSsoProviderForUpdate(ctx context.Context, id uuid.UUID) (Id
 		&i.IsActive,
 		&i.CreateTime,
 		&i.UpdateTime,
+		&i.AllowedRoles,
 	)
 	return i, err
 }
@@ -339,7 +346,7 @@ func (q *Queries) ListActiveSsoProviderNames(ctx context.Context) ([]string, err
 }
 
 const listSsoProviders = `-- name: ListSsoProviders :many
-SELECT id, tenant_id, name, display_name, preset, issuer_url, client_id, client_secret_sealed, scopes, claim_external_id, claim_email, claim_name, claim_roles, allowed_email_domains, jit_create, default_role, redirect_urls, allow_unverified_email, is_active, create_time, update_time FROM identity.sso_providers
+SELECT id, tenant_id, name, display_name, preset, issuer_url, client_id, client_secret_sealed, scopes, claim_external_id, claim_email, claim_name, claim_roles, allowed_email_domains, jit_create, default_role, redirect_urls, allow_unverified_email, is_active, create_time, update_time, allowed_roles FROM identity.sso_providers
 WHERE $1::text IS NULL OR name > $1::text
 ORDER BY name
 LIMIT $2
@@ -382,6 +389,7 @@ func (q *Queries) ListSsoProviders(ctx context.Context, arg ListSsoProvidersPara
 			&i.IsActive,
 			&i.CreateTime,
 			&i.UpdateTime,
+			&i.AllowedRoles,
 		); err != nil {
 			return nil, err
 		}
@@ -414,9 +422,9 @@ UPDATE identity.sso_providers
 SET name = $2, display_name = $3, issuer_url = $4, client_id = $5, client_secret_sealed = $6,
     scopes = $7, claim_external_id = $8, claim_email = $9, claim_name = $10, claim_roles = $11,
     allowed_email_domains = $12, jit_create = $13, default_role = $14, redirect_urls = $15,
-    allow_unverified_email = $16, is_active = $17, update_time = now()
+    allow_unverified_email = $16, is_active = $17, allowed_roles = $18, update_time = now()
 WHERE id = $1
-RETURNING id, tenant_id, name, display_name, preset, issuer_url, client_id, client_secret_sealed, scopes, claim_external_id, claim_email, claim_name, claim_roles, allowed_email_domains, jit_create, default_role, redirect_urls, allow_unverified_email, is_active, create_time, update_time
+RETURNING id, tenant_id, name, display_name, preset, issuer_url, client_id, client_secret_sealed, scopes, claim_external_id, claim_email, claim_name, claim_roles, allowed_email_domains, jit_create, default_role, redirect_urls, allow_unverified_email, is_active, create_time, update_time, allowed_roles
 `
 
 type UpdateSsoProviderParams struct {
@@ -437,6 +445,7 @@ type UpdateSsoProviderParams struct {
 	RedirectUrls         []string
 	AllowUnverifiedEmail bool
 	IsActive             bool
+	AllowedRoles         []string
 }
 
 func (q *Queries) UpdateSsoProvider(ctx context.Context, arg UpdateSsoProviderParams) (IdentitySsoProvider, error) {
@@ -458,6 +467,7 @@ func (q *Queries) UpdateSsoProvider(ctx context.Context, arg UpdateSsoProviderPa
 		arg.RedirectUrls,
 		arg.AllowUnverifiedEmail,
 		arg.IsActive,
+		arg.AllowedRoles,
 	)
 	var i IdentitySsoProvider
 	err := row.Scan(
@@ -482,6 +492,7 @@ func (q *Queries) UpdateSsoProvider(ctx context.Context, arg UpdateSsoProviderPa
 		&i.IsActive,
 		&i.CreateTime,
 		&i.UpdateTime,
+		&i.AllowedRoles,
 	)
 	return i, err
 }

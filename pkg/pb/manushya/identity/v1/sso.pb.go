@@ -90,8 +90,10 @@ type SsoClaimMapping struct {
 	// Claim holding the display name, stored as the "name" claim; empty means
 	// "name".
 	Name string `protobuf:"bytes,3,opt,name=name,proto3" json:"name,omitempty"`
-	// Claim holding a list of role names to give the identity; empty means roles
-	// are not taken from the provider.
+	// Claim holding a list of role names (or a space- or comma-separated string)
+	// to give the identity; empty means roles are not taken from the provider. When
+	// set, the roles follow the claim at every sign-in, within the provider's
+	// allowed_roles (see there).
 	Roles         string `protobuf:"bytes,4,opt,name=roles,proto3" json:"roles,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -203,7 +205,15 @@ type SsoProvider struct {
 	// When it was created.
 	CreateTime *timestamppb.Timestamp `protobuf:"bytes,18,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
 	// When it was last changed.
-	UpdateTime    *timestamppb.Timestamp `protobuf:"bytes,19,opt,name=update_time,json=updateTime,proto3" json:"update_time,omitempty"`
+	UpdateTime *timestamppb.Timestamp `protobuf:"bytes,19,opt,name=update_time,json=updateTime,proto3" json:"update_time,omitempty"`
+	// Roles the provider's roles claim may give (claim_mapping.roles), e.g.
+	// ["support", "billing"]. At every sign-in the identity's extra roles among
+	// these are set to the ones the claim names: added and taken away (taking one
+	// away retires the identity's live access tokens); roles outside the list are
+	// never touched by sign-in. "admin" is given only when listed here. Empty: any
+	// role ranking no higher than default_role except "admin". Nobody may list a
+	// role above their own.
+	AllowedRoles  []string `protobuf:"bytes,20,rep,name=allowed_roles,json=allowedRoles,proto3" json:"allowed_roles,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -367,6 +377,13 @@ func (x *SsoProvider) GetCreateTime() *timestamppb.Timestamp {
 func (x *SsoProvider) GetUpdateTime() *timestamppb.Timestamp {
 	if x != nil {
 		return x.UpdateTime
+	}
+	return nil
+}
+
+func (x *SsoProvider) GetAllowedRoles() []string {
+	if x != nil {
+		return x.AllowedRoles
 	}
 	return nil
 }
@@ -841,8 +858,16 @@ type CreateSsoProviderRequest struct {
 	AllowUnverifiedEmail bool `protobuf:"varint,13,opt,name=allow_unverified_email,json=allowUnverifiedEmail,proto3" json:"allow_unverified_email,omitempty"`
 	// Makes retries safe: a second create with the same key returns the first result.
 	IdempotencyKey string `protobuf:"bytes,14,opt,name=idempotency_key,json=idempotencyKey,proto3" json:"idempotency_key,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// Roles the provider's roles claim may give (claim_mapping.roles), e.g.
+	// ["support", "billing"]. At every sign-in the identity's extra roles among
+	// these are set to the ones the claim names: added and taken away (taking one
+	// away retires the identity's live access tokens); roles outside the list are
+	// never touched by sign-in. "admin" is given only when listed here. Empty: any
+	// role ranking no higher than default_role except "admin". Nobody may list a
+	// role above their own.
+	AllowedRoles  []string `protobuf:"bytes,15,rep,name=allowed_roles,json=allowedRoles,proto3" json:"allowed_roles,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *CreateSsoProviderRequest) Reset() {
@@ -971,6 +996,13 @@ func (x *CreateSsoProviderRequest) GetIdempotencyKey() string {
 		return x.IdempotencyKey
 	}
 	return ""
+}
+
+func (x *CreateSsoProviderRequest) GetAllowedRoles() []string {
+	if x != nil {
+		return x.AllowedRoles
+	}
+	return nil
 }
 
 // CreateSsoProviderResponse is the output of SsoService.CreateSsoProvider.
@@ -1228,7 +1260,7 @@ type UpdateSsoProviderRequest struct {
 	SsoProvider *SsoProvider `protobuf:"bytes,1,opt,name=sso_provider,json=ssoProvider,proto3" json:"sso_provider,omitempty"`
 	// Fields to change: name, display_name, issuer_url, client_id, client_secret,
 	// scopes, claim_mapping, allowed_email_domains, jit_create, default_role,
-	// redirect_urls, allow_unverified_email, is_active. Empty means every one of
+	// redirect_urls, allow_unverified_email, is_active, allowed_roles. Empty means every one of
 	// them set in sso_provider.
 	UpdateMask    *fieldmaskpb.FieldMask `protobuf:"bytes,2,opt,name=update_mask,json=updateMask,proto3" json:"update_mask,omitempty"`
 	unknownFields protoimpl.UnknownFields
@@ -1418,7 +1450,7 @@ const file_manushya_identity_v1_sso_proto_rawDesc = "" +
 	"externalId\x12\x1e\n" +
 	"\x05email\x18\x02 \x01(\tB\b\xbaH\x05r\x03\x18\x80\x02R\x05email\x12\x1c\n" +
 	"\x04name\x18\x03 \x01(\tB\b\xbaH\x05r\x03\x18\x80\x02R\x04name\x12\x1e\n" +
-	"\x05roles\x18\x04 \x01(\tB\b\xbaH\x05r\x03\x18\x80\x02R\x05roles\"\xe0\a\n" +
+	"\x05roles\x18\x04 \x01(\tB\b\xbaH\x05r\x03\x18\x80\x02R\x05roles\"\xac\b\n" +
 	"\vSsoProvider\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1b\n" +
 	"\ttenant_id\x18\x02 \x01(\tR\btenantId\x127\n" +
@@ -1443,7 +1475,8 @@ const file_manushya_identity_v1_sso_proto_rawDesc = "" +
 	"\vcreate_time\x18\x12 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"createTime\x12;\n" +
 	"\vupdate_time\x18\x13 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"updateTime\"\x86\x02\n" +
+	"updateTime\x12J\n" +
+	"\rallowed_roles\x18\x14 \x03(\tB%\xbaH\"\x92\x01\x1f\x10 \"\x1br\x192\x17^[a-z][a-z0-9_-]{0,63}$R\fallowedRoles\"\x86\x02\n" +
 	"\x14StartSsoLoginRequest\x12<\n" +
 	"\bprovider\x18\x01 \x01(\tB \xbaH\x1dr\x1b2\x19^[a-z0-9][a-z0-9-]{0,62}$R\bprovider\x12\x1f\n" +
 	"\x06tenant\x18\x02 \x01(\tB\a\xbaH\x04r\x02\x18@R\x06tenant\x121\n" +
@@ -1476,7 +1509,7 @@ const file_manushya_identity_v1_sso_proto_rawDesc = "" +
 	"\x17ExchangeSsoCodeResponse\x12:\n" +
 	"\bidentity\x18\x01 \x01(\v2\x1e.manushya.identity.v1.IdentityR\bidentity\x124\n" +
 	"\x06tokens\x18\x02 \x01(\v2\x1c.manushya.identity.v1.TokensR\x06tokens\x12)\n" +
-	"\x10identity_created\x18\x03 \x01(\bR\x0fidentityCreated\"\xc8\a\n" +
+	"\x10identity_created\x18\x03 \x01(\bR\x0fidentityCreated\"\x94\b\n" +
 	"\x18CreateSsoProviderRequest\x124\n" +
 	"\x04name\x18\x01 \x01(\tB \xbaH\x1dr\x1b2\x19^[a-z0-9][a-z0-9-]{0,62}$R\x04name\x12+\n" +
 	"\fdisplay_name\x18\x02 \x01(\tB\b\xbaH\x05r\x03\x18\xc8\x01R\vdisplayName\x12I\n" +
@@ -1495,7 +1528,8 @@ const file_manushya_identity_v1_sso_proto_rawDesc = "" +
 	"\fdefault_role\x18\v \x01(\tB!\xbaH\x1er\x1c2\x1a^([a-z][a-z0-9_-]{0,63})?$R\vdefaultRole\x127\n" +
 	"\rredirect_urls\x18\f \x03(\tB\x12\xbaH\x0f\x92\x01\f\x10\x14\"\br\x06\x18\x80\x10\x88\x01\x01R\fredirectUrls\x124\n" +
 	"\x16allow_unverified_email\x18\r \x01(\bR\x14allowUnverifiedEmail\x121\n" +
-	"\x0fidempotency_key\x18\x0e \x01(\tB\b\xbaH\x05r\x03\x18\x80\x01R\x0eidempotencyKey:\x96\x01\xbaH\x92\x01\x1a\x8f\x01\n" +
+	"\x0fidempotency_key\x18\x0e \x01(\tB\b\xbaH\x05r\x03\x18\x80\x01R\x0eidempotencyKey\x12J\n" +
+	"\rallowed_roles\x18\x0f \x03(\tB%\xbaH\"\x92\x01\x1f\x10 \"\x1br\x192\x17^[a-z][a-z0-9_-]{0,63}$R\fallowedRoles:\x96\x01\xbaH\x92\x01\x1a\x8f\x01\n" +
 	"\x1ecreate_sso_provider.issuer_url\x12Bissuer_url is required unless preset is SSO_PROVIDER_PRESET_GOOGLE\x1a)this.issuer_url != '' || this.preset == 2\"a\n" +
 	"\x19CreateSsoProviderResponse\x12D\n" +
 	"\fsso_provider\x18\x01 \x01(\v2!.manushya.identity.v1.SsoProviderR\vssoProvider\"1\n" +

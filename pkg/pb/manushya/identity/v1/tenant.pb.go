@@ -128,8 +128,15 @@ type TenantSettings struct {
 	PasswordMinLength int32 `protobuf:"varint,3,opt,name=password_min_length,json=passwordMinLength,proto3" json:"password_min_length,omitempty"`
 	// Most sessions one identity may hold at once; 0 means the server default.
 	MaxSessionsPerIdentity int32 `protobuf:"varint,4,opt,name=max_sessions_per_identity,json=maxSessionsPerIdentity,proto3" json:"max_sessions_per_identity,omitempty"`
-	unknownFields          protoimpl.UnknownFields
-	sizeCache              protoimpl.SizeCache
+	// Identity claims (top-level names, e.g. "ssn", "dob") whose values are
+	// sensitive: sealed at rest under the identity's own data key, bound to the
+	// identity and the claim name, returned only to callers that may read the
+	// identity, and "[redacted]" in events and audit records. Adding a name seals
+	// the values identities already hold; removing one leaves sealed values sealed
+	// until they are next written. Policies do not see sensitive claims.
+	SensitiveClaims []string `protobuf:"bytes,5,rep,name=sensitive_claims,json=sensitiveClaims,proto3" json:"sensitive_claims,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *TenantSettings) Reset() {
@@ -188,6 +195,13 @@ func (x *TenantSettings) GetMaxSessionsPerIdentity() int32 {
 		return x.MaxSessionsPerIdentity
 	}
 	return 0
+}
+
+func (x *TenantSettings) GetSensitiveClaims() []string {
+	if x != nil {
+		return x.SensitiveClaims
+	}
+	return nil
 }
 
 // CreateTenantRequest is the input of TenantService.CreateTenant.
@@ -620,14 +634,15 @@ const file_manushya_identity_v1_tenant_proto_rawDesc = "" +
 	"\vcreate_time\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"createTime\x12;\n" +
 	"\vupdate_time\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"updateTime\"\xe3\x01\n" +
+	"updateTime\"\xa3\x02\n" +
 	"\x0eTenantSettings\x12+\n" +
 	"\x11self_registration\x18\x01 \x01(\bR\x10selfRegistration\x12!\n" +
 	"\fmfa_required\x18\x02 \x01(\bR\vmfaRequired\x12:\n" +
 	"\x13password_min_length\x18\x03 \x01(\x05B\n" +
 	"\xbaH\a\x1a\x05\x18\x80\x02(\x00R\x11passwordMinLength\x12E\n" +
 	"\x19max_sessions_per_identity\x18\x04 \x01(\x05B\n" +
-	"\xbaH\a\x1a\x05\x18\x90N(\x00R\x16maxSessionsPerIdentity\"\xad\x01\n" +
+	"\xbaH\a\x1a\x05\x18\x90N(\x00R\x16maxSessionsPerIdentity\x12>\n" +
+	"\x10sensitive_claims\x18\x05 \x03(\tB\x13\xbaH\x10\x92\x01\r\x10@\x18\x01\"\ar\x05\x10\x01\x18\x80\x02R\x0fsensitiveClaims\"\xad\x01\n" +
 	"\x13CreateTenantRequest\x124\n" +
 	"\x04slug\x18\x01 \x01(\tB \xbaH\x1dr\x1b2\x19^[a-z0-9][a-z0-9-]{1,62}$R\x04slug\x12\x1e\n" +
 	"\x04name\x18\x02 \x01(\tB\n" +
