@@ -141,6 +141,7 @@ func (s *exportServer) ExportMe(req *identityv1.ExportMeRequest, stream grpc.Ser
 // exportLocalData is what the identity service itself holds about an identity.
 type exportLocalData struct {
 	ident      sqlc.IdentityIdentity
+	profile    *identityv1.Identity // ident as the API shows it, sensitive claims opened
 	sessions   []sqlc.IdentitySession
 	keys       []sqlc.IdentityApiKey
 	totp       []sqlc.ExportTOTPRow
@@ -156,6 +157,13 @@ func (s *Service) loadExportData(ctx context.Context, tenant, id uuid.UUID) (exp
 		// A soft-deleted identity is still held, so it is still exported.
 		if d.ident, err = tx.GetIdentity(ctx, sqlc.GetIdentityParams{ID: id, IncludeDeleted: true}); err != nil {
 			return err
+		}
+		if d.profile, err = identityToProto(d.ident); err != nil {
+			return err
+		}
+		// Sensitive claims live sealed beside the row; the person gets them back.
+		if err := s.fillSensitiveClaims(ctx, tx, d.profile); err != nil {
+			return fmt.Errorf("export sensitive claims: %w", err)
 		}
 		if d.sessions, err = tx.ExportSessions(ctx, id); err != nil {
 			return fmt.Errorf("export sessions: %w", err)
@@ -281,11 +289,7 @@ func exportErr(err error) error {
 
 // writeLocal writes the identity service's own records.
 func (s *Service) writeLocal(w *exportWriter, d exportLocalData, now time.Time) error {
-	ident, err := identityToProto(d.ident)
-	if err != nil {
-		return err
-	}
-	if err := w.record(ExportKindIdentity, ident); err != nil {
+	if err := w.record(ExportKindIdentity, d.profile); err != nil {
 		return err
 	}
 	for _, r := range d.sessions {

@@ -26,6 +26,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
+	"google.golang.org/protobuf/types/known/fieldmaskpb"
 	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/manushya-ai/manushya/pkg/audit"
@@ -193,6 +194,13 @@ func TestExportIdentity(t *testing.T) {
 	})
 	require.NoError(t, err)
 	id := created.GetIdentity().GetId()
+	// A claim the tenant marks sensitive is sealed beside the row; the export
+	// still gives it back.
+	_, err = identityv1.NewTenantServiceClient(b.conn).UpdateTenant(as(b.adminA), &identityv1.UpdateTenantRequest{
+		Tenant:     &identityv1.Tenant{Id: b.tenantA, Settings: &identityv1.TenantSettings{SensitiveClaims: []string{"city"}}},
+		UpdateMask: &fieldmaskpb.FieldMask{Paths: []string{"settings.sensitive_claims"}},
+	})
+	require.NoError(t, err)
 	_, err = b.authn.SetPassword(as(b.adminA), &identityv1.SetPasswordRequest{IdentityId: id, NewPassword: testPassword})
 	require.NoError(t, err)
 	var refresh []string
@@ -238,6 +246,7 @@ func TestExportIdentity(t *testing.T) {
 	recs := checkExport(t, raw, pub, id, b.tenantA)
 	require.Len(t, recs["identity"], 1)
 	require.Contains(t, string(recs["identity"][0]), `"name":"Asha Rao"`)
+	require.Contains(t, string(recs["identity"][0]), `"city":"Pune"`)
 	require.Len(t, recs["session"], 2)
 	require.Contains(t, string(recs["session"][0]), `"device_name":"Phone"`)
 	require.Len(t, recs["api_key"], 1)
