@@ -83,6 +83,12 @@ func (s *Service) Search(ctx context.Context, req *memoryv1.SearchMemoriesReques
 	narrow := req.GetIdentityId() != "" || req.GetAgentId() != "" || req.GetSessionId() != "" || len(req.GetTypes()) > 0 ||
 		req.GetFilter() != nil || req.GetCreatedAfter() != nil || req.GetCreatedBefore() != nil || !c.anyIdentity(false)
 
+	if mode != memoryv1.SearchMode_SEARCH_MODE_VECTOR {
+		if err := s.keywordAvailable(ctx, c.tenant); err != nil {
+			return nil, err
+		}
+	}
+
 	resp := &memoryv1.SearchMemoriesResponse{Mode: mode}
 	var vec []float32
 	if mode != memoryv1.SearchMode_SEARCH_MODE_KEYWORD {
@@ -93,7 +99,11 @@ func (s *Service) Search(ctx context.Context, req *memoryv1.SearchMemoriesReques
 				if ctx.Err() != nil {
 					return nil, ctx.Err()
 				}
-				// The query cannot be embedded: keyword search still answers.
+				// The query cannot be embedded: keyword search still answers,
+				// unless the tenant's text is sealed.
+				if kerr := s.keywordAvailable(ctx, c.tenant); kerr != nil {
+					return nil, apierr.Unavailable("the query could not be embedded, and keyword search is unavailable: %v", kerr)
+				}
 				s.logger.Warn("search falls back to keyword: query not embedded", "err", err)
 				mode = memoryv1.SearchMode_SEARCH_MODE_KEYWORD
 				resp.Mode = mode
@@ -136,6 +146,9 @@ func (s *Service) Search(ctx context.Context, req *memoryv1.SearchMemoriesReques
 	}
 	if vhits, khits, err = c.visibleHits(vhits, khits); err != nil {
 		return nil, s.mapErr(err, "")
+	}
+	if err := s.openHits(ctx, vhits, khits); err != nil {
+		return nil, err
 	}
 
 	switch mode {
