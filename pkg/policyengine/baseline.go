@@ -44,7 +44,6 @@ var baselineDefs = []baselineDef{
 		"memory", authz.MemoryOwnerActions, []string{"agent"}, Allow, BaselinePriority},
 }
 
-
 // Baseline returns the built-in policies every tenant starts with, equivalent to
 // pkg/authz.BuiltinRoles. They are ordinary policies: a tenant may disable them or
 // change their priority, and override them with its own.

@@ -14,7 +14,6 @@ import (
 	memoryv1 "github.com/manushya-ai/manushya/pkg/pb/manushya/memory/v1"
 )
 
-
 // setEncryption turns tenant A's text encryption on or off as its admin.
 func (b *testBundle) setEncryption(t *testing.T, on bool) *memoryv1.MemorySettings {
 	t.Helper()
