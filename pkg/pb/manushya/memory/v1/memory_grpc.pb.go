@@ -114,7 +114,9 @@ type MemoryServiceClient interface {
 	// rank fusion). When the query cannot be embedded (the embedding service is
 	// unavailable) a VECTOR or HYBRID search with a query text falls back to KEYWORD;
 	// the response's mode says which ran. Results never include deleted or expired
-	// memories.
+	// memories. A tenant with encrypt_text (MemorySettings) searches by vector only:
+	// KEYWORD and HYBRID are FAILED_PRECONDITION, and a query that cannot be
+	// embedded is UNAVAILABLE rather than answered by keyword.
 	SearchMemories(ctx context.Context, in *SearchMemoriesRequest, opts ...grpc.CallOption) (*SearchMemoriesResponse, error)
 	// Get the tenant's memory settings (text encryption, restore window).
 	//
@@ -339,7 +341,9 @@ type MemoryServiceServer interface {
 	// rank fusion). When the query cannot be embedded (the embedding service is
 	// unavailable) a VECTOR or HYBRID search with a query text falls back to KEYWORD;
 	// the response's mode says which ran. Results never include deleted or expired
-	// memories.
+	// memories. A tenant with encrypt_text (MemorySettings) searches by vector only:
+	// KEYWORD and HYBRID are FAILED_PRECONDITION, and a query that cannot be
+	// embedded is UNAVAILABLE rather than answered by keyword.
 	SearchMemories(context.Context, *SearchMemoriesRequest) (*SearchMemoriesResponse, error)
 	// Get the tenant's memory settings (text encryption, restore window).
 	//
