@@ -341,6 +341,20 @@ func TestEncryptionConversion(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, "orchid greenhouse humidity at 70%", got.GetMemory().GetText())
 
+	// Re-embedding after a model change opens the sealed texts (and needs the keyring).
+	var embedded []string
+	embed := func(_ context.Context, texts []string) (string, [][]float32, error) {
+		embedded = append(embedded, texts...)
+		return "new-model", b.embedder.e.Embed(texts), nil
+	}
+	_, err = Reembed(ctx, b.db.Pool, b.tenantA, ReembedOptions{Model: "new-model", Embed: embed})
+	require.Error(t, err, "sealed texts without the keyring")
+	require.Empty(t, embedded)
+	res, err := Reembed(ctx, b.db.Pool, b.tenantA, ReembedOptions{Model: "new-model", Embed: embed, Keys: b.keys})
+	require.NoError(t, err)
+	require.Equal(t, 3, res.Embedded)
+	require.ElementsMatch(t, []string{"orchid greenhouse humidity at 70%", "orchid repotting schedule", "fern watering"}, embedded)
+
 	// Off again: the rows are opened back, and keyword search works once done.
 	st2 := b.setEncryption(t, false)
 	require.True(t, st2.GetEncryptionInProgress())
