@@ -404,6 +404,10 @@ func TestRestoreWindow(t *testing.T) {
 	_, err = b.admin.Exec(ctx, `UPDATE memory.deletions SET delete_time = delete_time - interval '3 days',
   purge_time = purge_time - interval '3 days' WHERE memory_id = $1`, ms[0].GetId())
 	require.NoError(t, err)
+	// Past its window, a memory is not restored any more, even before the purge.
+	_, err = b.client.RestoreMemory(as("user1"), &memoryv1.RestoreMemoryRequest{Id: ms[0].GetId()})
+	requireCode(t, err, codes.FailedPrecondition)
+	require.Contains(t, err.Error(), "restore window")
 	// Tenant B's deletion is due as well, under its own (default) window.
 	_, err = b.admin.Exec(ctx, `UPDATE memory.deletions SET purge_time = now() - interval '1 second' WHERE memory_id = $1`, other.GetId())
 	require.NoError(t, err)

@@ -625,6 +625,10 @@ func (s *Service) Restore(ctx context.Context, req *memoryv1.RestoreMemoryReques
 		if m.DeleteTime == nil {
 			return apierr.FailedPrecondition("memory %s is not deleted", id)
 		}
+		if ended, err := tx.RestoreWindowEnded(ctx, id); err != nil || ended {
+			return cmp.Or(err, error(apierr.FailedPrecondition(
+				"the restore window of memory %s has ended (memory settings restore_window_days); it is about to be purged", id)))
+		}
 		if _, err := tx.Restore(ctx, id); err != nil {
 			return err
 		}

@@ -148,3 +148,7 @@ UPDATE memory.text_conversions SET attempts = attempts + 1, last_error = $2 WHER
 -- are empty: encrypt_text is on, or a conversion either way is still moving rows.
 SELECT COALESCE((SELECT s.encrypt_text FROM memory.settings s WHERE s.tenant_id = sqlc.arg(tenant_id)::uuid), false)
   OR EXISTS (SELECT 1 FROM memory.text_conversions c WHERE c.tenant_id = sqlc.arg(tenant_id)::uuid);
+
+-- name: RestoreWindowEnded :one
+-- Whether a soft-deleted memory's restore window has ended (it awaits the purge).
+SELECT EXISTS (SELECT 1 FROM memory.deletions WHERE memory_id = $1 AND purge_time <= now());

@@ -537,6 +537,18 @@ func (q *Queries) Restore(ctx context.Context, id uuid.UUID) (int64, error) {
 	return result.RowsAffected(), nil
 }
 
+const restoreWindowEnded = `-- name: RestoreWindowEnded :one
+SELECT EXISTS (SELECT 1 FROM memory.deletions WHERE memory_id = $1 AND purge_time <= now())
+`
+
+// Whether a soft-deleted memory's restore window has ended (it awaits the purge).
+func (q *Queries) RestoreWindowEnded(ctx context.Context, memoryID uuid.UUID) (bool, error) {
+	row := q.db.QueryRow(ctx, restoreWindowEnded, memoryID)
+	var exists bool
+	err := row.Scan(&exists)
+	return exists, err
+}
+
 const setExpiration = `-- name: SetExpiration :exec
 INSERT INTO memory.expirations (memory_id, tenant_id, expire_time)
 VALUES ($1, $2, $3)

@@ -85,7 +85,8 @@ type MemoryServiceClient interface {
 	// Restore a soft-deleted memory.
 	//
 	// The memory comes back as it was, with its version unchanged. FAILED_PRECONDITION
-	// when it is not deleted; NOT_FOUND once it has been purged.
+	// when it is not deleted or its tenant's restore window (MemorySettings
+	// restore_window_days) has ended; NOT_FOUND once it has been purged.
 	RestoreMemory(ctx context.Context, in *RestoreMemoryRequest, opts ...grpc.CallOption) (*RestoreMemoryResponse, error)
 	// List the versions of a memory.
 	//
@@ -312,7 +313,8 @@ type MemoryServiceServer interface {
 	// Restore a soft-deleted memory.
 	//
 	// The memory comes back as it was, with its version unchanged. FAILED_PRECONDITION
-	// when it is not deleted; NOT_FOUND once it has been purged.
+	// when it is not deleted or its tenant's restore window (MemorySettings
+	// restore_window_days) has ended; NOT_FOUND once it has been purged.
 	RestoreMemory(context.Context, *RestoreMemoryRequest) (*RestoreMemoryResponse, error)
 	// List the versions of a memory.
 	//
