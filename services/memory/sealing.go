@@ -157,22 +157,27 @@ func (s *Service) versionParams(ctx context.Context, enc bool, identity uuid.UUI
 	return p, nil
 }
 
-// keywordAvailable refuses keyword and hybrid search for a tenant whose text is
+// keywordAvailableIn refuses keyword and hybrid search for a tenant whose text is
 // sealed (or still being moved either way): its rows have empty tsvectors, so a
-// keyword search would silently find nothing.
-func (s *Service) keywordAvailable(ctx context.Context, tenant uuid.UUID) error {
-	var unavailable bool
-	err := s.store.InTenant(ctx, tenant, func(tx *store.Tx) error {
-		v, err := tx.KeywordUnavailable(ctx, tenant)
-		unavailable = v != nil && *v
-		return err
-	})
+// keyword search would silently find nothing. It runs in the search's own
+// transaction, so it costs a plain tenant one primary-key read.
+func keywordAvailableIn(ctx context.Context, tx *store.Tx, tenant uuid.UUID) error {
+	v, err := tx.KeywordUnavailable(ctx, tenant)
 	if err != nil {
-		return s.mapErr(err, "")
+		return err
 	}
-	if unavailable {
+	if v != nil && *v {
 		return apierr.FailedPrecondition("keyword and hybrid search are unavailable: this tenant's memory text is encrypted " +
 			"(memory settings encrypt_text), so only vector search (mode SEARCH_MODE_VECTOR) is possible")
+	}
+	return nil
+}
+
+// keywordAvailable is keywordAvailableIn in a transaction of its own.
+func (s *Service) keywordAvailable(ctx context.Context, tenant uuid.UUID) error {
+	err := s.store.InTenant(ctx, tenant, func(tx *store.Tx) error { return keywordAvailableIn(ctx, tx, tenant) })
+	if err != nil {
+		return s.mapErr(err, "")
 	}
 	return nil
 }

@@ -83,12 +83,6 @@ func (s *Service) Search(ctx context.Context, req *memoryv1.SearchMemoriesReques
 	narrow := req.GetIdentityId() != "" || req.GetAgentId() != "" || req.GetSessionId() != "" || len(req.GetTypes()) > 0 ||
 		req.GetFilter() != nil || req.GetCreatedAfter() != nil || req.GetCreatedBefore() != nil || !c.anyIdentity(false)
 
-	if mode != memoryv1.SearchMode_SEARCH_MODE_VECTOR {
-		if err := s.keywordAvailable(ctx, c.tenant); err != nil {
-			return nil, err
-		}
-	}
-
 	resp := &memoryv1.SearchMemoriesResponse{Mode: mode}
 	var vec []float32
 	if mode != memoryv1.SearchMode_SEARCH_MODE_KEYWORD {
@@ -123,6 +117,11 @@ func (s *Service) Search(ctx context.Context, req *memoryv1.SearchMemoriesReques
 
 	var vhits, khits []hit
 	err = s.store.InSearch(ctx, c.tenant, s.cfg.EfSearch, func(tx *store.Tx) error {
+		if mode != memoryv1.SearchMode_SEARCH_MODE_VECTOR {
+			if err := keywordAvailableIn(ctx, tx, c.tenant); err != nil {
+				return err
+			}
+		}
 		candidates := limit
 		if mode == memoryv1.SearchMode_SEARCH_MODE_HYBRID {
 			candidates = min(max(limit*4, 40), 200)
