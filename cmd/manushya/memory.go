@@ -12,6 +12,7 @@ import (
 
 	"github.com/manushya-ai/manushya/pkg/auth"
 	"github.com/manushya-ai/manushya/pkg/config"
+	"github.com/manushya-ai/manushya/pkg/keyring"
 	"github.com/manushya-ai/manushya/pkg/postgres"
 	"github.com/manushya-ai/manushya/pkg/telemetry"
 	"github.com/manushya-ai/manushya/services/embedding"
@@ -24,7 +25,9 @@ const memoryUsage = `usage: manushya memory reembed (--tenant=<uuid> ... | --all
 Re-embeds memories after a change of embedding model, batch by batch, with the
 embedding providers of this configuration (embedding.providers), in process.
 Memories already embedded with the model are skipped, so an interrupted run
-resumes where it stopped; --force re-embeds them too`
+resumes where it stopped; --force re-embeds them too. The sealed texts of tenants
+with memory text encryption are opened with the keyring of this configuration
+(encryption.kek, encryption.previous_keks)`
 
 func memoryCmd(ctx context.Context, args []string) error {
 	if len(args) == 0 || args[0] != "reembed" {
@@ -124,10 +127,15 @@ func memoryCmd(ctx context.Context, args []string) error {
 			return out.Model, out.Vectors, nil
 		}
 	}
+	keys, closeKeys, err := reembedKeyring(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	defer closeKeys()
 	var total memory.ReembedResult
 	for _, t := range ids {
 		res, err := memory.Reembed(ctx, pool, t, memory.ReembedOptions{
-			Model: model, Force: force, BatchSize: batchSize, Embed: embed(ctx, t), Logger: logger,
+			Model: model, Force: force, BatchSize: batchSize, Embed: embed(ctx, t), Logger: logger, Keys: keys,
 		})
 		total.Embedded += res.Embedded
 		total.Skipped += res.Skipped
@@ -137,4 +145,39 @@ func memoryCmd(ctx context.Context, args []string) error {
 	}
 	fmt.Printf("re-embedded %d memories of %d tenants (%d skipped: edited during the run, re-queued)\n", total.Embedded, len(ids), total.Skipped)
 	return nil
+}
+
+// reembedKeyring opens the keyring the servers use (the KEK of encryption.kek,
+// or derived from auth.api_key_pepper as serve does without one), to open the
+// sealed texts of tenants with memory text encryption. It only reads keys: the
+// re-encryption job stays with the servers.
+func reembedKeyring(ctx context.Context, cfg *config.Config) (*keyring.Keyring, func(), error) {
+	var kek []byte
+	var err error
+	if cfg.Encryption.KEK != "" {
+		kek, err = keyring.ParseKEK(cfg.Encryption.KEK)
+	} else {
+		kek, err = keyring.DeriveKEK(cfg.Auth.APIKeyPepper)
+	}
+	if err != nil {
+		return nil, nil, fmt.Errorf("encryption.kek: %w", err)
+	}
+	previous, err := keyring.ParseKEKs(cfg.Encryption.PreviousKEKs)
+	if err != nil {
+		return nil, nil, fmt.Errorf("encryption.previous_keks: %w", err)
+	}
+	kms, err := keyring.NewLocalKMS(kek, previous...)
+	if err != nil {
+		return nil, nil, err
+	}
+	pool, err := postgres.Connect(ctx, cfg.Database.URL, postgres.WithMaxConns(2))
+	if err != nil {
+		return nil, nil, err
+	}
+	kr, err := keyring.New(keyring.Options{Pool: pool, KMS: kms})
+	if err != nil {
+		pool.Close()
+		return nil, nil, err
+	}
+	return kr, pool.Close, nil
 }

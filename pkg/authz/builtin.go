@@ -58,12 +58,18 @@ func rolesAllow(p *auth.Principal, a Access) bool {
 		return true
 	case p.HasRole(auth.RoleReadonly) && slices.Contains(readActions, a.Action):
 		return true
-	case (p.HasRole(auth.RoleUser) || p.HasRole(auth.RoleAgent)) && a.Resource == "memory":
+	case (p.HasRole(auth.RoleUser) || p.HasRole(auth.RoleAgent)) && a.Resource == "memory" &&
+		slices.Contains(MemoryOwnerActions, a.Action):
 		// Ownership of the memory is checked by the memory service.
 		return true
 	}
 	return false
 }
+
+// MemoryOwnerActions are what users and agents may do with their own memories.
+// The tenant's memory settings (memory.settings_read, memory.settings_update)
+// are not among them: they are the admins'.
+var MemoryOwnerActions = []string{"create", "read", "list", "update", "delete", "restore", "search"}
 
 func scopesAllow(p *auth.Principal, a Access) bool {
 	if len(p.Scopes) == 0 {

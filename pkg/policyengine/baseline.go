@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+
+	"github.com/manushya-ai/manushya/pkg/authz"
 )
 
 //go:embed baseline/*.rego
@@ -37,9 +39,9 @@ var baselineDefs = []baselineDef{
 	{"readonly", "builtin-readonly", "Readonly identities read their tenant.",
 		Wildcard, []string{"read", "list", "search", "read_self", "embed"}, []string{"readonly"}, Allow, BaselinePriority},
 	{"user", "builtin-user", "Users work with their own memories (those they own or keep as agent).",
-		"memory", []string{Wildcard}, []string{"user"}, Allow, BaselinePriority},
+		"memory", authz.MemoryOwnerActions, []string{"user"}, Allow, BaselinePriority},
 	{"agent", "builtin-agent", "Agents work with their own memories (those they own or keep as agent).",
-		"memory", []string{Wildcard}, []string{"agent"}, Allow, BaselinePriority},
+		"memory", authz.MemoryOwnerActions, []string{"agent"}, Allow, BaselinePriority},
 }
 
 // Baseline returns the built-in policies every tenant starts with, equivalent to

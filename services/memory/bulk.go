@@ -40,6 +40,10 @@ func (s *Service) BulkCreate(ctx context.Context, req *memoryv1.BulkCreateMemori
 	now := time.Now().UTC().Truncate(time.Microsecond)
 	results := make([]*memoryv1.BulkCreateMemoryResult, len(items))
 	err = s.store.InTenant(ctx, c.tenant, func(tx *store.Tx) error {
+		enc, err := s.encrypting(ctx, tx, c.tenant)
+		if err != nil {
+			return err
+		}
 		for i, item := range items {
 			res := &memoryv1.BulkCreateMemoryResult{}
 			results[i] = res
@@ -51,7 +55,7 @@ func (s *Service) BulkCreate(ctx context.Context, req *memoryv1.BulkCreateMemori
 			var m store.Memory
 			err = tx.Savepoint(ctx, func(sp *store.Tx) error {
 				var err error
-				m, _, err = s.insert(ctx, sp, p)
+				m, _, err = s.insert(ctx, sp, p, enc)
 				return err
 			})
 			if err != nil {

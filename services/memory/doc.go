@@ -19,4 +19,15 @@
 //
 // Tenants are isolated by row-level security; within a tenant an identity sees
 // its own memories, and admins and service identities act for any identity.
+//
+// Per-tenant settings (settings.go, admin-only): encrypt_text and
+// restore_window_days. With encrypt_text the text of memories and versions is
+// sealed by the keyring under the owner identity's data key, bound to the memory
+// (and version) id (sealing.go); the text column and its tsvector stay empty, so
+// the tenant searches by vector only: keyword and hybrid search are refused with
+// FAILED_PRECONDITION. Every read path and the embedder open the text; events
+// carry ids only. Changing the setting moves the existing rows in the background
+// (the encryption sweeper, textconv.go); destroying an identity's key shreds its
+// memories' text. Soft-deleted memories are hard-deleted by the restore-window
+// sweeper (retention.go) once their tenant's window has passed (0 days: never).
 package memory

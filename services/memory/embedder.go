@@ -167,7 +167,11 @@ func (w *embedWorker) sweep(ctx context.Context) error {
 
 type pendingText struct {
 	id   uuid.UUID
-	text string
+	text string // opened, when sealed
+	// stored is the text column as read, sealed the text_sealed column: the
+	// guard of the write compares both, so an edit meanwhile is never overwritten.
+	stored string
+	sealed []byte
 }
 
 // embed computes and stores the embeddings of the given memories that are not
@@ -177,18 +181,25 @@ func (w *embedWorker) embed(ctx context.Context, tenant uuid.UUID, ids []uuid.UU
 	if len(ids) == 0 {
 		return nil
 	}
-	var todo []pendingText
+	var todo, sealedTodo []pendingText
+	var owners []uuid.UUID
 	err := w.svc.store.InTenant(ctx, tenant, func(tx *store.Tx) error {
 		rows, err := tx.Tx.Query(ctx,
-			`SELECT id, text FROM memory.memories WHERE id = ANY($1) AND embedding_status <> 2`, ids)
+			`SELECT id, identity_id, text, text_sealed FROM memory.memories WHERE id = ANY($1) AND embedding_status <> 2`, ids)
 		if err != nil {
 			return err
 		}
 		defer rows.Close()
 		for rows.Next() {
 			var p pendingText
-			if err := rows.Scan(&p.id, &p.text); err != nil {
+			var owner uuid.UUID
+			if err := rows.Scan(&p.id, &owner, &p.stored, &p.sealed); err != nil {
 				return err
+			}
+			p.text = p.stored
+			if p.sealed != nil {
+				sealedTodo, owners = append(sealedTodo, p), append(owners, owner)
+				continue
 			}
 			todo = append(todo, p)
 		}
@@ -197,9 +208,30 @@ func (w *embedWorker) embed(ctx context.Context, tenant uuid.UUID, ids []uuid.UU
 	if err != nil {
 		return fmt.Errorf("load pending memories of tenant %s: %w", tenant, err)
 	}
-	if len(todo) < len(ids) {
+	// Sealed texts (tenants with encrypt_text) are opened here, in memory only,
+	// to be embedded; one that does not open is recorded as an embedding failure.
+	var unopened []pendingText
+	var openErr error
+	for i, p := range sealedTodo {
+		m := store.Memory{ID: p.id, TenantID: tenant, IdentityID: owners[i], TextSealed: p.sealed}
+		if err := w.svc.open(ctx, &m); err != nil {
+			unopened, openErr = append(unopened, p), err
+			continue
+		}
+		p.text = m.Text
+		todo = append(todo, p)
+	}
+	if len(unopened) > 0 {
+		if err := w.fail(ctx, tenant, unopened, fmt.Errorf("the text does not open: %w", openErr)); err != nil {
+			return err
+		}
+	}
+	have := map[uuid.UUID]bool{}
+	for _, p := range unopened {
+		have[p.id] = true
+	}
+	if len(todo)+len(unopened) < len(ids) {
 		// Already embedded (or gone): their jobs are done.
-		have := map[uuid.UUID]bool{}
 		for _, p := range todo {
 			have[p.id] = true
 		}
@@ -228,8 +260,10 @@ func (w *embedWorker) embed(ctx context.Context, tenant uuid.UUID, ids []uuid.UU
 
 func (w *embedWorker) embedChunk(ctx context.Context, tenant uuid.UUID, chunk []pendingText) error {
 	texts := make([]string, len(chunk))
+	storedTexts := make([]string, len(chunk))
+	sealed := make([][]byte, len(chunk))
 	for i, p := range chunk {
-		texts[i] = p.text
+		texts[i], storedTexts[i], sealed[i] = p.text, p.stored, p.sealed
 	}
 	w.svc.metrics.batch.Observe(float64(len(texts)))
 	model, vecs, err := w.svc.embedTexts(ctx, tenant, texts)
@@ -252,13 +286,14 @@ func (w *embedWorker) embedChunk(ctx context.Context, tenant uuid.UUID, chunk []
 	var stored []uuid.UUID
 	err = w.svc.store.InTenant(ctx, tenant, func(tx *store.Tx) error {
 		// The text guard skips a memory whose text changed while it was being
-		// embedded; its update queued a new job and event.
+		// embedded; its update queued a new job and event. A sealed text is
+		// compared as stored (its ciphertext).
 		rows, err := tx.Tx.Query(ctx, `
 UPDATE memory.memories m
 SET embedding = NULLIF(u.vec, '')::vector, embedding_status = 2, embedding_error = '', embedding_model = $4
-FROM unnest($1::uuid[], $2::text[], $3::text[]) AS u(id, vec, text)
-WHERE m.id = u.id AND m.text = u.text AND m.embedding_status <> 2
-RETURNING `+store.Columns, ids, vals, texts, model)
+FROM unnest($1::uuid[], $2::text[], $3::text[], $5::bytea[]) AS u(id, vec, text, sealed)
+WHERE m.id = u.id AND m.text = u.text AND m.text_sealed IS NOT DISTINCT FROM u.sealed AND m.embedding_status <> 2
+RETURNING `+store.Columns, ids, vals, storedTexts, model, sealed)
 		if err != nil {
 			return err
 		}

@@ -26,6 +26,8 @@ import (
 	"github.com/manushya-ai/manushya/pkg/bus"
 	"github.com/manushya-ai/manushya/pkg/embedder/hashing"
 	"github.com/manushya-ai/manushya/pkg/grpcserver"
+	"github.com/manushya-ai/manushya/pkg/keyring"
+	"github.com/manushya-ai/manushya/pkg/keyring/keyringtest"
 	embeddingv1 "github.com/manushya-ai/manushya/pkg/pb/manushya/embedding/v1"
 	memoryv1 "github.com/manushya-ai/manushya/pkg/pb/manushya/memory/v1"
 	"github.com/manushya-ai/manushya/pkg/postgres/pgtest"
@@ -79,6 +81,7 @@ type testBundle struct {
 	mod      *Module
 	client   memoryv1.MemoryServiceClient
 	embedder *testEmbedder
+	keys     *keyring.Keyring // nil with setupOpts.noKeyring
 	tenantA  uuid.UUID
 	tenantB  uuid.UUID
 	// Identities of tenant A.
@@ -88,6 +91,7 @@ type testBundle struct {
 
 type setupOpts struct {
 	noWorkers bool
+	noKeyring bool // a process built without the keyring
 	cfg       Config
 }
 
@@ -99,7 +103,7 @@ func setup(t testing.TB, opts ...setupOpts) *testBundle {
 	}
 	ctx := context.Background()
 	b := &testBundle{
-		db: pgtest.New(t, Migrations()), embedder: &testEmbedder{e: hashing.New(384)},
+		db: pgtest.New(t, Migrations(), keyring.Migrations()), embedder: &testEmbedder{e: hashing.New(384)},
 		tenantA: uuid.New(), tenantB: uuid.New(),
 		adminA: uuid.New(), user1: uuid.New(), user2: uuid.New(), agent1: uuid.New(), adminB: uuid.New(),
 	}
@@ -127,6 +131,10 @@ func setup(t testing.TB, opts ...setupOpts) *testBundle {
 			}
 			return econn, nil
 		},
+	}
+	if !o.noKeyring {
+		b.keys = keyringtest.New(t, b.db.Pool, keyringtest.Tenants(b.tenantA, b.tenantB))
+		deps.Keyring = b.keys
 	}
 	if !o.noWorkers {
 		bs, err := bus.Connect(ctx, natsURL, "memory-test", bus.WithStream(bus.StreamOptions{

@@ -141,6 +141,9 @@ func (s *Service) List(ctx context.Context, req *memoryv1.ListMemoriesRequest) (
 	if rows, err = visibleRows(c, rows, sameMemory); err != nil {
 		return nil, s.mapErr(err, "")
 	}
+	if err := s.openAll(ctx, rows); err != nil {
+		return nil, err
+	}
 	for _, r := range rows {
 		m, err := toProto(r)
 		if err != nil {
@@ -213,6 +216,9 @@ func (s *Service) ListVersions(ctx context.Context, req *memoryv1.ListMemoryVers
 		resp.NextPageToken = pagination.Encode(strconv.Itoa(int(rows[len(rows)-1].Version)), fp)
 	}
 	for _, r := range rows {
+		if err := s.openVersion(ctx, &r); err != nil {
+			return nil, err
+		}
 		v, err := versionToProto(r)
 		if err != nil {
 			return nil, apierr.Internal(err)

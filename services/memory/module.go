@@ -10,6 +10,7 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/manushya-ai/manushya/pkg/bus"
+	"github.com/manushya-ai/manushya/pkg/keyring"
 	"github.com/manushya-ai/manushya/pkg/kv"
 	"github.com/manushya-ai/manushya/pkg/metering"
 	"github.com/manushya-ai/manushya/pkg/outbox"
@@ -56,6 +57,10 @@ type Config struct {
 	// UsageFlushInterval is how often the module's own search meter publishes
 	// its sums (default 1s); unused when Deps.Meter is given.
 	UsageFlushInterval time.Duration
+	// ConversionSettle is how long after a change of encrypt_text the encryption
+	// sweeper keeps looking for rows to move, for writes that were in flight
+	// when the setting changed and used the old form (default 1 minute).
+	ConversionSettle time.Duration
 }
 
 func (c Config) withDefaults() Config {
@@ -83,6 +88,9 @@ func (c Config) withDefaults() Config {
 	if c.UsageFlushInterval <= 0 {
 		c.UsageFlushInterval = time.Second
 	}
+	if c.ConversionSettle <= 0 {
+		c.ConversionSettle = time.Minute
+	}
 	return c
 }
 
@@ -100,6 +108,10 @@ type Deps struct {
 	// Dial returns a client connection to another service by name ("identity",
 	// "embedding", ...): in-process or remote, the same gRPC path.
 	Dial func(service string) (grpc.ClientConnInterface, error)
+	// Keyring seals the memory text of tenants with encrypt_text under their
+	// identities' data keys (pkg/keyring). Without one, no tenant can turn
+	// encryption on.
+	Keyring keyring.Sealer
 }
 
 // Module is the memory service as a unit of the binary.
@@ -124,6 +136,12 @@ func New(cfg Config, deps Deps) (*Module, error) {
 	}
 	logger := deps.Logger.With("service", "memory")
 	svc := &Service{cfg: cfg, store: store.New(deps.Pool), logger: logger, dial: deps.Dial, metrics: newMetrics(deps.Registerer)}
+	if deps.Keyring != nil {
+		if err := registerFields(deps.Keyring); err != nil {
+			return nil, err
+		}
+		svc.keys = deps.Keyring
+	}
 	m := &Module{svc: svc, cfg: cfg, bus: deps.Bus, workers: worker.NewGroup(logger)}
 	svc.usage = deps.Meter
 	if svc.usage == nil && deps.Bus != nil {
@@ -150,7 +168,7 @@ func (m *Module) Register(s grpc.ServiceRegistrar) {
 
 // Start launches the outbox relay, the module's own search meter if it has one,
 // the embedder (a durable JetStream consumer of memory.created and
-// memory.updated) and the embedding and TTL sweepers.
+// memory.updated) and the sweepers: embedding, TTL, restore window, encryption.
 func (m *Module) Start(ctx context.Context) error {
 	if m.relay != nil {
 		m.workers.Go(ctx, "memory outbox relay", m.relay.Run)
@@ -170,6 +188,12 @@ func (m *Module) Start(ctx context.Context) error {
 	})
 	m.workers.Go(ctx, "memory ttl sweeper", func(ctx context.Context) error {
 		return every(ctx, m.cfg.SweepInterval, m.svc.purgeExpired)
+	})
+	m.workers.Go(ctx, "memory restore-window sweeper", func(ctx context.Context) error {
+		return every(ctx, m.cfg.SweepInterval, m.svc.purgeDeleted)
+	})
+	m.workers.Go(ctx, "memory encryption sweeper", func(ctx context.Context) error {
+		return every(ctx, m.cfg.SweepInterval, m.svc.convertTexts)
 	})
 	return nil
 }

@@ -11,6 +11,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/pgvector/pgvector-go"
 
+	"github.com/manushya-ai/manushya/pkg/keyring"
 	"github.com/manushya-ai/manushya/services/memory/store"
 )
 
@@ -31,6 +32,9 @@ type ReembedOptions struct {
 	Embed EmbedFunc
 	// Logger receives one progress line per batch.
 	Logger *slog.Logger
+	// Keys opens the sealed texts of tenants with encrypt_text; without it a
+	// tenant with sealed memories fails with an error saying so.
+	Keys keyring.Sealer
 }
 
 // ReembedResult counts what Reembed did for one tenant.
@@ -60,6 +64,7 @@ func Reembed(ctx context.Context, pool *pgxpool.Pool, tenant uuid.UUID, opts Ree
 		opts.Logger = slog.Default()
 	}
 	st := store.New(pool)
+	opener := &Service{store: st, keys: opts.Keys}
 	target := opts.Model
 	var total int64
 	err := st.InTenant(ctx, tenant, func(tx *store.Tx) error {
@@ -74,9 +79,10 @@ func Reembed(ctx context.Context, pool *pgxpool.Pool, tenant uuid.UUID, opts Ree
 	after := uuid.Nil
 	for {
 		var ids []uuid.UUID
-		var texts []string
+		var texts, storedTexts []string
+		var sealed [][]byte
 		err := st.InTenant(ctx, tenant, func(tx *store.Tx) error {
-			rows, err := tx.Tx.Query(ctx, `SELECT m.id, m.text FROM memory.memories m WHERE m.id > $1 AND `+store.NotExpired+
+			rows, err := tx.Tx.Query(ctx, `SELECT m.id, m.identity_id, m.text, m.text_sealed FROM memory.memories m WHERE m.id > $1 AND `+store.NotExpired+
 				` AND ($2 OR $3 = '' OR m.embedding_model <> $3 OR m.embedding IS NULL) ORDER BY m.id LIMIT $4`,
 				after, opts.Force, target, opts.BatchSize)
 			if err != nil {
@@ -84,12 +90,15 @@ func Reembed(ctx context.Context, pool *pgxpool.Pool, tenant uuid.UUID, opts Ree
 			}
 			defer rows.Close()
 			for rows.Next() {
-				var id uuid.UUID
-				var text string
-				if err := rows.Scan(&id, &text); err != nil {
+				m := store.Memory{TenantID: tenant}
+				if err := rows.Scan(&m.ID, &m.IdentityID, &m.Text, &m.TextSealed); err != nil {
 					return err
 				}
-				ids, texts = append(ids, id), append(texts, text)
+				ids, storedTexts, sealed = append(ids, m.ID), append(storedTexts, m.Text), append(sealed, m.TextSealed)
+				if err := opener.open(ctx, &m); err != nil {
+					return fmt.Errorf("memory %s: %w", m.ID, err)
+				}
+				texts = append(texts, m.Text)
 			}
 			return rows.Err()
 		})
@@ -126,13 +135,13 @@ func Reembed(ctx context.Context, pool *pgxpool.Pool, tenant uuid.UUID, opts Ree
 		var written int64
 		err = st.InTenant(ctx, tenant, func(tx *store.Tx) error {
 			// The text guard skips a memory edited since it was read: the edit
-			// queued its own embedding.
+			// queued its own embedding. A sealed text is compared as stored.
 			rows, err := tx.Tx.Query(ctx, `
 UPDATE memory.memories m
 SET embedding = NULLIF(u.vec, '')::vector, embedding_model = $4, embedding_status = 2, embedding_error = ''
-FROM unnest($1::uuid[], $2::text[], $3::text[]) AS u(id, vec, text)
-WHERE m.id = u.id AND m.text = u.text
-RETURNING m.id`, ids, vals, texts, model)
+FROM unnest($1::uuid[], $2::text[], $3::text[], $5::bytea[]) AS u(id, vec, text, sealed)
+WHERE m.id = u.id AND m.text = u.text AND m.text_sealed IS NOT DISTINCT FROM u.sealed
+RETURNING m.id`, ids, vals, storedTexts, model, sealed)
 			if err != nil {
 				return err
 			}

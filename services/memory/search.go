@@ -93,7 +93,11 @@ func (s *Service) Search(ctx context.Context, req *memoryv1.SearchMemoriesReques
 				if ctx.Err() != nil {
 					return nil, ctx.Err()
 				}
-				// The query cannot be embedded: keyword search still answers.
+				// The query cannot be embedded: keyword search still answers,
+				// unless the tenant's text is sealed.
+				if kerr := s.keywordAvailable(ctx, c.tenant); kerr != nil {
+					return nil, apierr.Unavailable("the query could not be embedded, and keyword search is unavailable: %v", kerr)
+				}
 				s.logger.Warn("search falls back to keyword: query not embedded", "err", err)
 				mode = memoryv1.SearchMode_SEARCH_MODE_KEYWORD
 				resp.Mode = mode
@@ -113,6 +117,11 @@ func (s *Service) Search(ctx context.Context, req *memoryv1.SearchMemoriesReques
 
 	var vhits, khits []hit
 	err = s.store.InSearch(ctx, c.tenant, s.cfg.EfSearch, func(tx *store.Tx) error {
+		if mode != memoryv1.SearchMode_SEARCH_MODE_VECTOR {
+			if err := keywordAvailableIn(ctx, tx, c.tenant); err != nil {
+				return err
+			}
+		}
 		candidates := limit
 		if mode == memoryv1.SearchMode_SEARCH_MODE_HYBRID {
 			candidates = min(max(limit*4, 40), 200)
@@ -136,6 +145,9 @@ func (s *Service) Search(ctx context.Context, req *memoryv1.SearchMemoriesReques
 	}
 	if vhits, khits, err = c.visibleHits(vhits, khits); err != nil {
 		return nil, s.mapErr(err, "")
+	}
+	if err := s.openHits(ctx, vhits, khits); err != nil {
+		return nil, err
 	}
 
 	switch mode {

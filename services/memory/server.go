@@ -71,3 +71,19 @@ func (s *server) BulkDeleteMemories(ctx context.Context, req *memoryv1.BulkDelet
 func (s *server) SearchMemories(ctx context.Context, req *memoryv1.SearchMemoriesRequest) (*memoryv1.SearchMemoriesResponse, error) {
 	return s.svc.Search(ctx, req)
 }
+
+func (s *server) GetMemorySettings(ctx context.Context, req *memoryv1.GetMemorySettingsRequest) (*memoryv1.GetMemorySettingsResponse, error) {
+	st, err := s.svc.GetSettings(ctx, req)
+	if err != nil {
+		return nil, err
+	}
+	return &memoryv1.GetMemorySettingsResponse{Settings: st}, nil
+}
+
+func (s *server) UpdateMemorySettings(ctx context.Context, req *memoryv1.UpdateMemorySettingsRequest) (*memoryv1.UpdateMemorySettingsResponse, error) {
+	st, err := s.svc.UpdateSettings(ctx, req)
+	if err != nil {
+		return nil, err
+	}
+	return &memoryv1.UpdateMemorySettingsResponse{Settings: st}, nil
+}

@@ -21,6 +21,7 @@ import (
 
 	"github.com/manushya-ai/manushya/pkg/apierr"
 	"github.com/manushya-ai/manushya/pkg/bus"
+	"github.com/manushya-ai/manushya/pkg/keyring"
 	"github.com/manushya-ai/manushya/pkg/metering"
 	embeddingv1 "github.com/manushya-ai/manushya/pkg/pb/manushya/embedding/v1"
 	errorsv1 "github.com/manushya-ai/manushya/pkg/pb/manushya/errors/v1"
@@ -48,6 +49,9 @@ type Service struct {
 	logger  *slog.Logger
 	metrics *metrics
 	usage   *metering.Meter // memory.search usage; nil: searches are not metered
+	// keys seals the text of tenants with encrypt_text (nil: no tenant may turn
+	// it on, and sealed rows do not open).
+	keys keyring.Sealer
 
 	// grace is how long a new embedding job is left to the event-driven embedder
 	// before the sweeper takes it (0 without a bus).
@@ -66,6 +70,8 @@ type eventData struct {
 	Version    int32  `json:"version,omitempty"`
 	Reembed    bool   `json:"reembed,omitempty"`
 	Hard       bool   `json:"hard,omitempty"`
+	// Purged: the hard delete was the restore window's end, not a caller's.
+	Purged bool `json:"purged,omitempty"`
 }
 
 func newEvent(m store.Memory, typ string, data eventData) (bus.Event, error) {
@@ -187,9 +193,9 @@ func requestHash(req *memoryv1.CreateMemoryRequest) []byte {
 }
 
 // insert writes one memory, its first version, its embedding job, its expiry and
-// its memory.created event in tx. A reused idempotency key returns the first
-// memory (created=false).
-func (s *Service) insert(ctx context.Context, tx *store.Tx, p sqlc.InsertMemoryParams) (store.Memory, bool, error) {
+// its memory.created event in tx; with enc its text (and its version's) is
+// sealed. A reused idempotency key returns the first memory (created=false).
+func (s *Service) insert(ctx context.Context, tx *store.Tx, p sqlc.InsertMemoryParams, enc bool) (store.Memory, bool, error) {
 	if p.IdempotencyKey != nil {
 		prev, err := tx.FindByIdempotencyKey(ctx, sqlc.FindByIdempotencyKeyParams{
 			TenantID: p.TenantID, IdentityID: p.IdentityID, IdempotencyKey: p.IdempotencyKey,
@@ -201,18 +207,33 @@ func (s *Service) insert(ctx context.Context, tx *store.Tx, p sqlc.InsertMemoryP
 					"idempotency_key %q was used for a different request", *p.IdempotencyKey)
 			}
 			m, err := tx.Get(ctx, prev.ID, false)
+			if err == nil {
+				err = s.open(ctx, &m)
+			}
 			return m, false, err
 		case !errors.Is(store.MapErr(err), store.ErrNotFound):
 			return store.Memory{}, false, err
 		}
 	}
-	if err := tx.InsertMemory(ctx, p); err != nil {
+	row := p
+	if enc {
+		sealed, err := s.seal(ctx, textRef(p.TenantID, p.IdentityID, p.ID), p.Text)
+		if err != nil {
+			return store.Memory{}, false, err
+		}
+		row.Text, row.TextSealed = "", sealed
+	}
+	if err := tx.InsertMemory(ctx, row); err != nil {
 		return store.Memory{}, false, err
 	}
-	if err := tx.InsertVersion(ctx, sqlc.InsertVersionParams{
+	v, err := s.versionParams(ctx, enc, p.IdentityID, sqlc.InsertVersionParams{
 		MemoryID: p.ID, Version: 1, TenantID: p.TenantID, Text: p.Text, Type: p.Type, Metadata: p.Metadata,
 		ExpireTime: p.ExpireTime, ChangedFields: []string{}, ActorID: p.ActorID, CreateTime: p.CreateTime,
-	}); err != nil {
+	})
+	if err != nil {
+		return store.Memory{}, false, err
+	}
+	if err := tx.InsertVersion(ctx, v); err != nil {
 		return store.Memory{}, false, err
 	}
 	if err := tx.EnqueueEmbedding(ctx, sqlc.EnqueueEmbeddingParams{MemoryID: p.ID, TenantID: p.TenantID, GraceSeconds: s.grace}); err != nil {
@@ -227,6 +248,7 @@ func (s *Service) insert(ctx context.Context, tx *store.Tx, p sqlc.InsertMemoryP
 		ID: p.ID, TenantID: p.TenantID, IdentityID: p.IdentityID, AgentID: p.AgentID, SessionID: p.SessionID,
 		Text: p.Text, Type: p.Type, Metadata: p.Metadata, Version: 1, EmbeddingModel: p.EmbeddingModel,
 		EmbeddingStatus: store.StatusPending, ExpireTime: p.ExpireTime, CreateTime: p.CreateTime, UpdateTime: p.CreateTime,
+		TextSealed: row.TextSealed,
 	}
 	ev, err := newEvent(m, EventCreated, eventData{Version: 1, Reembed: true})
 	if err != nil {
@@ -246,16 +268,18 @@ func (s *Service) Create(ctx context.Context, req *memoryv1.CreateMemoryRequest)
 		return nil, err
 	}
 	var m store.Memory
-	err = s.store.InTenant(ctx, c.tenant, func(tx *store.Tx) error {
-		m, _, err = s.insert(ctx, tx, p)
+	create := func(tx *store.Tx) error {
+		enc, err := s.encrypting(ctx, tx, c.tenant)
+		if err != nil {
+			return err
+		}
+		m, _, err = s.insert(ctx, tx, p, enc)
 		return err
-	})
+	}
+	err = s.store.InTenant(ctx, c.tenant, create)
 	if errors.Is(err, store.ErrAlreadyExists) && p.IdempotencyKey != nil {
 		// A concurrent retry won the race for the key: answer as the retry would.
-		err = s.store.InTenant(ctx, c.tenant, func(tx *store.Tx) error {
-			m, _, err = s.insert(ctx, tx, p)
-			return err
-		})
+		err = s.store.InTenant(ctx, c.tenant, create)
 	}
 	if err != nil {
 		return nil, s.mapErr(err, "")
@@ -287,6 +311,9 @@ func (s *Service) wait(ctx context.Context, tenant uuid.UUID, m store.Memory) st
 		if err != nil {
 			return m
 		}
+		if s.open(ctx, &cur) != nil {
+			return m
+		}
 		m = cur
 		if m.EmbeddingStatus != store.StatusPending {
 			return m
@@ -309,7 +336,7 @@ func (s *Service) visible(ctx context.Context, tx *store.Tx, c *caller, id uuid.
 	if ok, err := c.canSee(m, write); err != nil || !ok {
 		return store.Memory{}, cmp.Or(err, store.ErrNotFound)
 	}
-	return m, nil
+	return m, s.open(ctx, &m)
 }
 
 // Get returns one memory.
@@ -441,23 +468,44 @@ func (s *Service) Update(ctx context.Context, req *memoryv1.UpdateMemoryRequest)
 			return nil
 		}
 		reembed := slices.Contains(changed, "text")
+		enc, err := s.encrypting(ctx, tx, c.tenant)
+		if err != nil {
+			return err
+		}
+		// The text is stored in the form the tenant's setting asks for now; an
+		// unchanged sealed text keeps its ciphertext (the embedder's guard
+		// compares it).
+		st := stored{text: next.Text}
+		switch {
+		case enc && !reembed && cur.TextSealed != nil:
+			st = stored{sealed: cur.TextSealed}
+		case enc:
+			if st, err = s.storeText(ctx, true, next); err != nil {
+				return err
+			}
+		}
+		next.TextSealed = st.sealed
 		var actor *uuid.UUID
 		if c.self != uuid.Nil {
 			self := c.self
 			actor = &self
 		}
 		if err := tx.UpdateContent(ctx, sqlc.UpdateContentParams{
-			ID: id, Text: next.Text, Type: next.Type, Metadata: next.Metadata, ExpireTime: next.ExpireTime,
-			ActorID: actor, UpdateTime: now, Reembed: reembed, EmbeddingModel: s.cfg.EmbeddingModel,
+			ID: id, Text: st.text, Type: next.Type, Metadata: next.Metadata, ExpireTime: next.ExpireTime,
+			ActorID: actor, UpdateTime: now, Reembed: reembed, EmbeddingModel: s.cfg.EmbeddingModel, TextSealed: st.sealed,
 		}); err != nil {
 			return err
 		}
 		next.Version = cur.Version + 1
 		next.UpdateTime = now
-		if err := tx.InsertVersion(ctx, sqlc.InsertVersionParams{
+		v, err := s.versionParams(ctx, enc, cur.IdentityID, sqlc.InsertVersionParams{
 			MemoryID: id, Version: next.Version, TenantID: c.tenant, Text: next.Text, Type: next.Type,
 			Metadata: next.Metadata, ExpireTime: next.ExpireTime, ChangedFields: changed, ActorID: actor, CreateTime: now,
-		}); err != nil {
+		})
+		if err != nil {
+			return err
+		}
+		if err := tx.InsertVersion(ctx, v); err != nil {
 			return err
 		}
 		if reembed {
@@ -505,6 +553,13 @@ func (s *Service) deleteOne(ctx context.Context, tx *store.Tx, c *caller, id uui
 	if ok, err := c.canSee(m, true); err != nil || !ok {
 		return store.Memory{}, cmp.Or(err, store.ErrNotFound)
 	}
+	if !hard {
+		// The soft-deleted memory is returned; a hard delete returns nothing and
+		// must work for a text that no longer opens (an erased identity's).
+		if err := s.open(ctx, &m); err != nil {
+			return store.Memory{}, err
+		}
+	}
 	if hard {
 		if _, err := tx.HardDelete(ctx, id); err != nil {
 			return store.Memory{}, err
@@ -512,6 +567,10 @@ func (s *Service) deleteOne(ctx context.Context, tx *store.Tx, c *caller, id uui
 	} else {
 		now := time.Now().UTC().Truncate(time.Microsecond)
 		if _, err := tx.SoftDelete(ctx, sqlc.SoftDeleteParams{ID: id, DeleteTime: &now}); err != nil {
+			return store.Memory{}, err
+		}
+		// The restore window starts: the retention sweeper purges it at its end.
+		if err := tx.RecordDeletion(ctx, sqlc.RecordDeletionParams{MemoryID: id, TenantID: m.TenantID, DeleteTime: now}); err != nil {
 			return store.Memory{}, err
 		}
 		m.DeleteTime = &now
@@ -566,7 +625,14 @@ func (s *Service) Restore(ctx context.Context, req *memoryv1.RestoreMemoryReques
 		if m.DeleteTime == nil {
 			return apierr.FailedPrecondition("memory %s is not deleted", id)
 		}
+		if ended, err := tx.RestoreWindowEnded(ctx, id); err != nil || ended {
+			return cmp.Or(err, error(apierr.FailedPrecondition(
+				"the restore window of memory %s has ended (memory settings restore_window_days); it is about to be purged", id)))
+		}
 		if _, err := tx.Restore(ctx, id); err != nil {
+			return err
+		}
+		if err := tx.ForgetDeletion(ctx, id); err != nil {
 			return err
 		}
 		m.DeleteTime = nil
@@ -590,6 +656,8 @@ func (s *Service) mapErr(err error, id string) error {
 		return ae
 	case errors.Is(err, store.ErrNotFound):
 		return apierr.NotFound("memory", id)
+	case errors.Is(err, errNoKeyring):
+		return apierr.FailedPrecondition("%v", errNoKeyring)
 	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
 		return err
 	}

@@ -82,7 +82,7 @@ func services() []serviceDef {
 			return m, err
 		}},
 		{config.ServiceMemory, memory.Migrations(), func(a *App) (serviceModule, error) {
-			return memory.New(memory.Config{}, memory.Deps{Logger: a.logger, Pool: a.pool, Bus: a.bus, KV: a.kv, Registerer: a.registry, Dial: a.dialService, Meter: a.meter})
+			return memory.New(memory.Config{}, memory.Deps{Logger: a.logger, Pool: a.pool, Bus: a.bus, KV: a.kv, Registerer: a.registry, Dial: a.dialService, Meter: a.meter, Keyring: a.keys})
 		}},
 		{config.ServiceEmbedding, embedding.Migrations(), func(a *App) (serviceModule, error) {
 			providers, err := embedding.ParseProviders(a.cfg.Embedding.Providers)

@@ -1,4 +1,5 @@
-# Admins manage their tenant.
+# Admins manage their tenant, its memory settings (memory.settings_read,
+# memory.settings_update) included.
 package builtin.admin
 
 match := true

@@ -3,6 +3,9 @@
 # and the memory service keeps the call to the caller's own memories in its
 # queries. A tenant policy may grant more, such as the memories of the identity
 # the agent acts for (input.principal.acts_for).
+# The policy covers the memory actions of pkg/authz.MemoryOwnerActions; the
+# tenant's memory settings (memory.settings_read, memory.settings_update) are
+# the admins'.
 package builtin.agent
 
 default match := false

@@ -56,7 +56,7 @@ const NotExpired = "(m.expire_time IS NULL OR m.expire_time > now())"
 // Columns is the column list of every memory read, for the alias m.
 const Columns = `m.id, m.tenant_id, m.identity_id, m.agent_id, m.session_id, m.text, m.type,
 m.metadata, m.version, m.embedding_model, m.embedding_status, m.embedding_error,
-m.expire_time, m.create_time, m.update_time, m.delete_time`
+m.expire_time, m.create_time, m.update_time, m.delete_time, m.text_sealed`
 
 // Memory is one memory row, without its vector.
 type Memory struct {
@@ -76,6 +76,9 @@ type Memory struct {
 	CreateTime      time.Time
 	UpdateTime      time.Time
 	DeleteTime      *time.Time
+	// TextSealed is the text sealed by the keyring (tenants with encrypt_text);
+	// Text is empty then until the service opens it.
+	TextSealed []byte
 }
 
 // ScanDest returns the scan targets of Columns, followed by extra.
@@ -83,7 +86,7 @@ func (m *Memory) ScanDest(extra ...any) []any {
 	return append([]any{
 		&m.ID, &m.TenantID, &m.IdentityID, &m.AgentID, &m.SessionID, &m.Text, &m.Type,
 		&m.Metadata, &m.Version, &m.EmbeddingModel, &m.EmbeddingStatus, &m.EmbeddingError,
-		&m.ExpireTime, &m.CreateTime, &m.UpdateTime, &m.DeleteTime,
+		&m.ExpireTime, &m.CreateTime, &m.UpdateTime, &m.DeleteTime, &m.TextSealed,
 	}, extra...)
 }
 

@@ -11,6 +11,13 @@ import (
 	"github.com/pgvector/pgvector-go"
 )
 
+type MemoryDeletion struct {
+	MemoryID   uuid.UUID
+	TenantID   uuid.UUID
+	DeleteTime time.Time
+	PurgeTime  *time.Time
+}
+
 type MemoryEmbeddingJob struct {
 	MemoryID  uuid.UUID
 	TenantID  uuid.UUID
@@ -47,6 +54,7 @@ type MemoryMemory struct {
 	UpdateTime      time.Time
 	DeleteTime      *time.Time
 	ActorID         *uuid.UUID
+	TextSealed      []byte
 }
 
 type MemoryMemoryVersion struct {
@@ -60,6 +68,9 @@ type MemoryMemoryVersion struct {
 	ChangedFields []string
 	ActorID       *uuid.UUID
 	CreateTime    time.Time
+	TextSealed    []byte
+	IdentityID    *uuid.UUID
+	SealRow       *string
 }
 
 type MemoryOutbox struct {
@@ -68,4 +79,19 @@ type MemoryOutbox struct {
 	Subject   string
 	Payload   []byte
 	CreatedAt time.Time
+}
+
+type MemorySetting struct {
+	TenantID          uuid.UUID
+	EncryptText       bool
+	RestoreWindowDays int32
+	UpdateTime        time.Time
+	ActorID           *uuid.UUID
+}
+
+type MemoryTextConversion struct {
+	TenantID   uuid.UUID
+	SettleTime time.Time
+	Attempts   int32
+	LastError  string
 }

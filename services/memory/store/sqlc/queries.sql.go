@@ -21,6 +21,75 @@ func (q *Queries) ClearExpiration(ctx context.Context, memoryID uuid.UUID) error
 	return err
 }
 
+const conversionDone = `-- name: ConversionDone :exec
+DELETE FROM memory.text_conversions WHERE tenant_id = $1 AND settle_time = $2
+`
+
+type ConversionDoneParams struct {
+	TenantID   uuid.UUID
+	SettleTime time.Time
+}
+
+// Only the request the pass began under: a change meanwhile moved settle_time on.
+func (q *Queries) ConversionDone(ctx context.Context, arg ConversionDoneParams) error {
+	_, err := q.db.Exec(ctx, conversionDone, arg.TenantID, arg.SettleTime)
+	return err
+}
+
+const conversionFailed = `-- name: ConversionFailed :exec
+UPDATE memory.text_conversions SET attempts = attempts + 1, last_error = $2 WHERE tenant_id = $1
+`
+
+type ConversionFailedParams struct {
+	TenantID  uuid.UUID
+	LastError string
+}
+
+func (q *Queries) ConversionFailed(ctx context.Context, arg ConversionFailedParams) error {
+	_, err := q.db.Exec(ctx, conversionFailed, arg.TenantID, arg.LastError)
+	return err
+}
+
+const conversionPending = `-- name: ConversionPending :one
+SELECT EXISTS (SELECT 1 FROM memory.text_conversions WHERE tenant_id = $1)
+`
+
+func (q *Queries) ConversionPending(ctx context.Context, tenantID uuid.UUID) (bool, error) {
+	row := q.db.QueryRow(ctx, conversionPending, tenantID)
+	var exists bool
+	err := row.Scan(&exists)
+	return exists, err
+}
+
+const dueConversions = `-- name: DueConversions :many
+SELECT tenant_id, settle_time FROM memory.text_conversions ORDER BY tenant_id LIMIT $1
+`
+
+type DueConversionsRow struct {
+	TenantID   uuid.UUID
+	SettleTime time.Time
+}
+
+func (q *Queries) DueConversions(ctx context.Context, limit int32) ([]DueConversionsRow, error) {
+	rows, err := q.db.Query(ctx, dueConversions, limit)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var items []DueConversionsRow
+	for rows.Next() {
+		var i DueConversionsRow
+		if err := rows.Scan(&i.TenantID, &i.SettleTime); err != nil {
+			return nil, err
+		}
+		items = append(items, i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
 const dueEmbeddingJobs = `-- name: DueEmbeddingJobs :many
 SELECT memory_id, tenant_id FROM memory.embedding_jobs
 WHERE retry_time <= now()
@@ -85,6 +154,38 @@ func (q *Queries) DueExpirations(ctx context.Context, limit int32) ([]DueExpirat
 	return items, nil
 }
 
+const duePurges = `-- name: DuePurges :many
+SELECT memory_id, tenant_id FROM memory.deletions
+WHERE purge_time <= now()
+ORDER BY purge_time
+LIMIT $1
+`
+
+type DuePurgesRow struct {
+	MemoryID uuid.UUID
+	TenantID uuid.UUID
+}
+
+func (q *Queries) DuePurges(ctx context.Context, limit int32) ([]DuePurgesRow, error) {
+	rows, err := q.db.Query(ctx, duePurges, limit)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var items []DuePurgesRow
+	for rows.Next() {
+		var i DuePurgesRow
+		if err := rows.Scan(&i.MemoryID, &i.TenantID); err != nil {
+			return nil, err
+		}
+		items = append(items, i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
 const embeddingJobsDone = `-- name: EmbeddingJobsDone :exec
 DELETE FROM memory.embedding_jobs WHERE memory_id = ANY($1::uuid[])
 `
@@ -111,6 +212,18 @@ type EmbeddingJobsFailedParams struct {
 func (q *Queries) EmbeddingJobsFailed(ctx context.Context, arg EmbeddingJobsFailedParams) error {
 	_, err := q.db.Exec(ctx, embeddingJobsFailed, arg.LastError, arg.Ids)
 	return err
+}
+
+const encryptText = `-- name: EncryptText :one
+SELECT encrypt_text FROM memory.settings WHERE tenant_id = $1
+`
+
+// Whether new writes of the transaction's tenant seal their text (no row: no).
+func (q *Queries) EncryptText(ctx context.Context, tenantID uuid.UUID) (bool, error) {
+	row := q.db.QueryRow(ctx, encryptText, tenantID)
+	var encrypt_text bool
+	err := row.Scan(&encrypt_text)
+	return encrypt_text, err
 }
 
 const enqueueEmbedding = `-- name: EnqueueEmbedding :exec
@@ -155,6 +268,32 @@ func (q *Queries) FindByIdempotencyKey(ctx context.Context, arg FindByIdempotenc
 	return i, err
 }
 
+const forgetDeletion = `-- name: ForgetDeletion :exec
+DELETE FROM memory.deletions WHERE memory_id = $1
+`
+
+func (q *Queries) ForgetDeletion(ctx context.Context, memoryID uuid.UUID) error {
+	_, err := q.db.Exec(ctx, forgetDeletion, memoryID)
+	return err
+}
+
+const getSettings = `-- name: GetSettings :one
+SELECT tenant_id, encrypt_text, restore_window_days, update_time, actor_id FROM memory.settings WHERE tenant_id = $1
+`
+
+func (q *Queries) GetSettings(ctx context.Context, tenantID uuid.UUID) (MemorySetting, error) {
+	row := q.db.QueryRow(ctx, getSettings, tenantID)
+	var i MemorySetting
+	err := row.Scan(
+		&i.TenantID,
+		&i.EncryptText,
+		&i.RestoreWindowDays,
+		&i.UpdateTime,
+		&i.ActorID,
+	)
+	return i, err
+}
+
 const hardDelete = `-- name: HardDelete :execrows
 DELETE FROM memory.memories WHERE id = $1
 `
@@ -171,8 +310,8 @@ const insertMemory = `-- name: InsertMemory :exec
 
 INSERT INTO memory.memories (
   id, tenant_id, identity_id, agent_id, session_id, text, type, metadata,
-  embedding_model, idempotency_key, request_hash, expire_time, actor_id, create_time, update_time)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $14)
+  embedding_model, idempotency_key, request_hash, expire_time, actor_id, create_time, update_time, text_sealed)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $14, $15)
 `
 
 type InsertMemoryParams struct {
@@ -190,6 +329,7 @@ type InsertMemoryParams struct {
 	ExpireTime     *time.Time
 	ActorID        *uuid.UUID
 	CreateTime     time.Time
+	TextSealed     []byte
 }
 
 // Static statements of the memory store. Reads of memory rows (get, list, search)
@@ -212,14 +352,16 @@ func (q *Queries) InsertMemory(ctx context.Context, arg InsertMemoryParams) erro
 		arg.ExpireTime,
 		arg.ActorID,
 		arg.CreateTime,
+		arg.TextSealed,
 	)
 	return err
 }
 
 const insertVersion = `-- name: InsertVersion :exec
 INSERT INTO memory.memory_versions (
-  memory_id, version, tenant_id, text, type, metadata, expire_time, changed_fields, actor_id, create_time)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+  memory_id, version, tenant_id, text, type, metadata, expire_time, changed_fields, actor_id, create_time,
+  text_sealed, identity_id, seal_row)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
 `
 
 type InsertVersionParams struct {
@@ -233,6 +375,9 @@ type InsertVersionParams struct {
 	ChangedFields []string
 	ActorID       *uuid.UUID
 	CreateTime    time.Time
+	TextSealed    []byte
+	IdentityID    *uuid.UUID
+	SealRow       *string
 }
 
 func (q *Queries) InsertVersion(ctx context.Context, arg InsertVersionParams) error {
@@ -247,12 +392,29 @@ func (q *Queries) InsertVersion(ctx context.Context, arg InsertVersionParams) er
 		arg.ChangedFields,
 		arg.ActorID,
 		arg.CreateTime,
+		arg.TextSealed,
+		arg.IdentityID,
+		arg.SealRow,
 	)
 	return err
 }
 
+const keywordUnavailable = `-- name: KeywordUnavailable :one
+SELECT COALESCE((SELECT s.encrypt_text FROM memory.settings s WHERE s.tenant_id = $1::uuid), false)
+  OR EXISTS (SELECT 1 FROM memory.text_conversions c WHERE c.tenant_id = $1::uuid)
+`
+
+// Whether the tenant's text is (or may partly be) sealed, so that its tsvectors
+// are empty: encrypt_text is on, or a conversion either way is still moving rows.
+func (q *Queries) KeywordUnavailable(ctx context.Context, tenantID uuid.UUID) (*bool, error) {
+	row := q.db.QueryRow(ctx, keywordUnavailable, tenantID)
+	var column_1 *bool
+	err := row.Scan(&column_1)
+	return column_1, err
+}
+
 const listVersions = `-- name: ListVersions :many
-SELECT memory_id, version, tenant_id, text, type, metadata, expire_time, changed_fields, actor_id, create_time FROM memory.memory_versions
+SELECT memory_id, version, tenant_id, text, type, metadata, expire_time, changed_fields, actor_id, create_time, text_sealed, identity_id, seal_row FROM memory.memory_versions
 WHERE memory_id = $1
   AND ($2::integer IS NULL OR version < $2::integer)
 ORDER BY version DESC
@@ -285,6 +447,9 @@ func (q *Queries) ListVersions(ctx context.Context, arg ListVersionsParams) ([]M
 			&i.ChangedFields,
 			&i.ActorID,
 			&i.CreateTime,
+			&i.TextSealed,
+			&i.IdentityID,
+			&i.SealRow,
 		); err != nil {
 			return nil, err
 		}
@@ -294,6 +459,70 @@ func (q *Queries) ListVersions(ctx context.Context, arg ListVersionsParams) ([]M
 		return nil, err
 	}
 	return items, nil
+}
+
+const lockSettings = `-- name: LockSettings :exec
+SELECT pg_advisory_xact_lock(hashtextextended('manushya memory settings ' || $1::uuid::text, 0))
+`
+
+// Serialises the settings changes of one tenant (the row may not exist yet).
+func (q *Queries) LockSettings(ctx context.Context, tenantID uuid.UUID) error {
+	_, err := q.db.Exec(ctx, lockSettings, tenantID)
+	return err
+}
+
+const recordDeletion = `-- name: RecordDeletion :exec
+INSERT INTO memory.deletions (memory_id, tenant_id, delete_time, purge_time)
+SELECT $1::uuid, $2::uuid, $3::timestamptz,
+  CASE WHEN w.days = 0 THEN NULL ELSE $3::timestamptz + make_interval(days => w.days) END
+FROM (SELECT COALESCE((SELECT s.restore_window_days FROM memory.settings s WHERE s.tenant_id = $2::uuid), 30) AS days) w
+ON CONFLICT (memory_id) DO UPDATE SET delete_time = EXCLUDED.delete_time, purge_time = EXCLUDED.purge_time
+`
+
+type RecordDeletionParams struct {
+	MemoryID   uuid.UUID
+	TenantID   uuid.UUID
+	DeleteTime time.Time
+}
+
+// The restore window is the tenant's setting (30 days without a row); 0 keeps
+// the memory until it is hard-deleted.
+func (q *Queries) RecordDeletion(ctx context.Context, arg RecordDeletionParams) error {
+	_, err := q.db.Exec(ctx, recordDeletion, arg.MemoryID, arg.TenantID, arg.DeleteTime)
+	return err
+}
+
+const requestConversion = `-- name: RequestConversion :exec
+INSERT INTO memory.text_conversions (tenant_id, settle_time)
+VALUES ($1, $2)
+ON CONFLICT (tenant_id) DO UPDATE SET settle_time = EXCLUDED.settle_time, attempts = 0, last_error = ''
+`
+
+type RequestConversionParams struct {
+	TenantID   uuid.UUID
+	SettleTime time.Time
+}
+
+func (q *Queries) RequestConversion(ctx context.Context, arg RequestConversionParams) error {
+	_, err := q.db.Exec(ctx, requestConversion, arg.TenantID, arg.SettleTime)
+	return err
+}
+
+const reschedulePurges = `-- name: ReschedulePurges :exec
+UPDATE memory.deletions
+SET purge_time = CASE WHEN $1::integer = 0 THEN NULL ELSE delete_time + make_interval(days => $1::integer) END
+WHERE tenant_id = $2::uuid
+`
+
+type ReschedulePurgesParams struct {
+	Days     int32
+	TenantID uuid.UUID
+}
+
+// A new restore window applies to the memories deleted already.
+func (q *Queries) ReschedulePurges(ctx context.Context, arg ReschedulePurgesParams) error {
+	_, err := q.db.Exec(ctx, reschedulePurges, arg.Days, arg.TenantID)
+	return err
 }
 
 const restore = `-- name: Restore :execrows
@@ -306,6 +535,18 @@ func (q *Queries) Restore(ctx context.Context, id uuid.UUID) (int64, error) {
 		return 0, err
 	}
 	return result.RowsAffected(), nil
+}
+
+const restoreWindowEnded = `-- name: RestoreWindowEnded :one
+SELECT EXISTS (SELECT 1 FROM memory.deletions WHERE memory_id = $1 AND purge_time <= now())
+`
+
+// Whether a soft-deleted memory's restore window has ended (it awaits the purge).
+func (q *Queries) RestoreWindowEnded(ctx context.Context, memoryID uuid.UUID) (bool, error) {
+	row := q.db.QueryRow(ctx, restoreWindowEnded, memoryID)
+	var exists bool
+	err := row.Scan(&exists)
+	return exists, err
 }
 
 const setExpiration = `-- name: SetExpiration :exec
@@ -344,11 +585,11 @@ func (q *Queries) SoftDelete(ctx context.Context, arg SoftDeleteParams) (int64, 
 
 const updateContent = `-- name: UpdateContent :exec
 UPDATE memory.memories
-SET text = $2, type = $3, metadata = $4, expire_time = $5, version = version + 1,
-    embedding_status = CASE WHEN $8::boolean THEN 1 ELSE embedding_status END,
-    embedding = CASE WHEN $8::boolean THEN NULL ELSE embedding END,
-    embedding_error = CASE WHEN $8::boolean THEN '' ELSE embedding_error END,
-    embedding_model = CASE WHEN $8::boolean THEN $9::text ELSE embedding_model END,
+SET text = $2, type = $3, metadata = $4, expire_time = $5, version = version + 1, text_sealed = $8,
+    embedding_status = CASE WHEN $9::boolean THEN 1 ELSE embedding_status END,
+    embedding = CASE WHEN $9::boolean THEN NULL ELSE embedding END,
+    embedding_error = CASE WHEN $9::boolean THEN '' ELSE embedding_error END,
+    embedding_model = CASE WHEN $9::boolean THEN $10::text ELSE embedding_model END,
     actor_id = $6, update_time = $7
 WHERE id = $1
 `
@@ -361,6 +602,7 @@ type UpdateContentParams struct {
 	ExpireTime     *time.Time
 	ActorID        *uuid.UUID
 	UpdateTime     time.Time
+	TextSealed     []byte
 	Reembed        bool
 	EmbeddingModel string
 }
@@ -374,8 +616,44 @@ func (q *Queries) UpdateContent(ctx context.Context, arg UpdateContentParams) er
 		arg.ExpireTime,
 		arg.ActorID,
 		arg.UpdateTime,
+		arg.TextSealed,
 		arg.Reembed,
 		arg.EmbeddingModel,
 	)
 	return err
+}
+
+const upsertSettings = `-- name: UpsertSettings :one
+INSERT INTO memory.settings (tenant_id, encrypt_text, restore_window_days, update_time, actor_id)
+VALUES ($1, $2, $3, $4, $5)
+ON CONFLICT (tenant_id) DO UPDATE SET encrypt_text = EXCLUDED.encrypt_text,
+  restore_window_days = EXCLUDED.restore_window_days, update_time = EXCLUDED.update_time, actor_id = EXCLUDED.actor_id
+RETURNING tenant_id, encrypt_text, restore_window_days, update_time, actor_id
+`
+
+type UpsertSettingsParams struct {
+	TenantID          uuid.UUID
+	EncryptText       bool
+	RestoreWindowDays int32
+	UpdateTime        time.Time
+	ActorID           *uuid.UUID
+}
+
+func (q *Queries) UpsertSettings(ctx context.Context, arg UpsertSettingsParams) (MemorySetting, error) {
+	row := q.db.QueryRow(ctx, upsertSettings,
+		arg.TenantID,
+		arg.EncryptText,
+		arg.RestoreWindowDays,
+		arg.UpdateTime,
+		arg.ActorID,
+	)
+	var i MemorySetting
+	err := row.Scan(
+		&i.TenantID,
+		&i.EncryptText,
+		&i.RestoreWindowDays,
+		&i.UpdateTime,
+		&i.ActorID,
+	)
+	return i, err
 }

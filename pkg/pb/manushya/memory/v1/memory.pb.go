@@ -2015,7 +2015,7 @@ var File_manushya_memory_v1_memory_proto protoreflect.FileDescriptor
 
 const file_manushya_memory_v1_memory_proto_rawDesc = "" +
 	"\n" +
-	"\x1fmanushya/memory/v1/memory.proto\x12\x12manushya.memory.v1\x1a\x1bbuf/validate/validate.proto\x1a\x1cgoogle/api/annotations.proto\x1a google/protobuf/field_mask.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17google/rpc/status.proto\x1a\x1fmanushya/memory/v1/filter.proto\x1a manushya/options/v1/access.proto\"\xe5\x05\n" +
+	"\x1fmanushya/memory/v1/memory.proto\x12\x12manushya.memory.v1\x1a\x1bbuf/validate/validate.proto\x1a\x1cgoogle/api/annotations.proto\x1a google/protobuf/field_mask.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17google/rpc/status.proto\x1a\x1fmanushya/memory/v1/filter.proto\x1a!manushya/memory/v1/settings.proto\x1a manushya/options/v1/access.proto\"\xe5\x05\n" +
 	"\x06Memory\x12\x18\n" +
 	"\x02id\x18\x01 \x01(\tB\b\xbaH\x05r\x03\xb0\x01\x01R\x02id\x12\x1b\n" +
 	"\ttenant_id\x18\x02 \x01(\tR\btenantId\x12\x1f\n" +
@@ -2188,7 +2188,7 @@ const file_manushya_memory_v1_memory_proto_rawDesc = "" +
 	"\x17SEARCH_MODE_UNSPECIFIED\x10\x00\x12\x16\n" +
 	"\x12SEARCH_MODE_VECTOR\x10\x01\x12\x17\n" +
 	"\x13SEARCH_MODE_KEYWORD\x10\x02\x12\x16\n" +
-	"\x12SEARCH_MODE_HYBRID\x10\x032\xc5\f\n" +
+	"\x12SEARCH_MODE_HYBRID\x10\x032\xae\x0f\n" +
 	"\rMemoryService\x12\x8b\x01\n" +
 	"\fCreateMemory\x12'.manushya.memory.v1.CreateMemoryRequest\x1a(.manushya.memory.v1.CreateMemoryResponse\"(\xaa\x9f\x19\x0f\n" +
 	"\rmemory.create\x82\xd3\xe4\x93\x02\x0f:\x01*\"\n" +
@@ -2211,7 +2211,11 @@ const file_manushya_memory_v1_memory_proto_rawDesc = "" +
 	"\x12BulkDeleteMemories\x12-.manushya.memory.v1.BulkDeleteMemoriesRequest\x1a..manushya.memory.v1.BulkDeleteMemoriesResponse\"4\xaa\x9f\x19\x0f\n" +
 	"\rmemory.delete\x82\xd3\xe4\x93\x02\x1b:\x01*\"\x16/v1/memory/bulk-delete\x12\x98\x01\n" +
 	"\x0eSearchMemories\x12).manushya.memory.v1.SearchMemoriesRequest\x1a*.manushya.memory.v1.SearchMemoriesResponse\"/\xaa\x9f\x19\x0f\n" +
-	"\rmemory.search\x82\xd3\xe4\x93\x02\x16:\x01*\"\x11/v1/memory/searchBDZBgithub.com/manushya-ai/manushya/pkg/pb/manushya/memory/v1;memoryv1b\x06proto3"
+	"\rmemory.search\x82\xd3\xe4\x93\x02\x16:\x01*\"\x11/v1/memory/search\x12\xa7\x01\n" +
+	"\x11GetMemorySettings\x12,.manushya.memory.v1.GetMemorySettingsRequest\x1a-.manushya.memory.v1.GetMemorySettingsResponse\"5\xaa\x9f\x19\x16\n" +
+	"\x14memory.settings_read\x82\xd3\xe4\x93\x02\x15\x12\x13/v1/memory/settings\x12\xbc\x01\n" +
+	"\x14UpdateMemorySettings\x12/.manushya.memory.v1.UpdateMemorySettingsRequest\x1a0.manushya.memory.v1.UpdateMemorySettingsResponse\"A\xaa\x9f\x19\x18\n" +
+	"\x16memory.settings_update\x82\xd3\xe4\x93\x02\x1f:\bsettings2\x13/v1/memory/settingsBDZBgithub.com/manushya-ai/manushya/pkg/pb/manushya/memory/v1;memoryv1b\x06proto3"
 
 var (
 	file_manushya_memory_v1_memory_proto_rawDescOnce sync.Once
@@ -2228,38 +2232,42 @@ func file_manushya_memory_v1_memory_proto_rawDescGZIP() []byte {
 var file_manushya_memory_v1_memory_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
 var file_manushya_memory_v1_memory_proto_msgTypes = make([]protoimpl.MessageInfo, 25)
 var file_manushya_memory_v1_memory_proto_goTypes = []any{
-	(EmbeddingStatus)(0),               // 0: manushya.memory.v1.EmbeddingStatus
-	(SearchMode)(0),                    // 1: manushya.memory.v1.SearchMode
-	(*Memory)(nil),                     // 2: manushya.memory.v1.Memory
-	(*MemoryVersion)(nil),              // 3: manushya.memory.v1.MemoryVersion
-	(*CreateMemoryRequest)(nil),        // 4: manushya.memory.v1.CreateMemoryRequest
-	(*CreateMemoryResponse)(nil),       // 5: manushya.memory.v1.CreateMemoryResponse
-	(*GetMemoryRequest)(nil),           // 6: manushya.memory.v1.GetMemoryRequest
-	(*GetMemoryResponse)(nil),          // 7: manushya.memory.v1.GetMemoryResponse
-	(*ListMemoriesRequest)(nil),        // 8: manushya.memory.v1.ListMemoriesRequest
-	(*ListMemoriesResponse)(nil),       // 9: manushya.memory.v1.ListMemoriesResponse
-	(*UpdateMemoryRequest)(nil),        // 10: manushya.memory.v1.UpdateMemoryRequest
-	(*UpdateMemoryResponse)(nil),       // 11: manushya.memory.v1.UpdateMemoryResponse
-	(*DeleteMemoryRequest)(nil),        // 12: manushya.memory.v1.DeleteMemoryRequest
-	(*DeleteMemoryResponse)(nil),       // 13: manushya.memory.v1.DeleteMemoryResponse
-	(*RestoreMemoryRequest)(nil),       // 14: manushya.memory.v1.RestoreMemoryRequest
-	(*RestoreMemoryResponse)(nil),      // 15: manushya.memory.v1.RestoreMemoryResponse
-	(*ListMemoryVersionsRequest)(nil),  // 16: manushya.memory.v1.ListMemoryVersionsRequest
-	(*ListMemoryVersionsResponse)(nil), // 17: manushya.memory.v1.ListMemoryVersionsResponse
-	(*BulkCreateMemoriesRequest)(nil),  // 18: manushya.memory.v1.BulkCreateMemoriesRequest
-	(*BulkCreateMemoriesResponse)(nil), // 19: manushya.memory.v1.BulkCreateMemoriesResponse
-	(*BulkCreateMemoryResult)(nil),     // 20: manushya.memory.v1.BulkCreateMemoryResult
-	(*BulkDeleteMemoriesRequest)(nil),  // 21: manushya.memory.v1.BulkDeleteMemoriesRequest
-	(*BulkDeleteMemoriesResponse)(nil), // 22: manushya.memory.v1.BulkDeleteMemoriesResponse
-	(*BulkDeleteMemoryResult)(nil),     // 23: manushya.memory.v1.BulkDeleteMemoryResult
-	(*SearchMemoriesRequest)(nil),      // 24: manushya.memory.v1.SearchMemoriesRequest
-	(*SearchMemoriesResponse)(nil),     // 25: manushya.memory.v1.SearchMemoriesResponse
-	(*SearchResult)(nil),               // 26: manushya.memory.v1.SearchResult
-	(*structpb.Struct)(nil),            // 27: google.protobuf.Struct
-	(*timestamppb.Timestamp)(nil),      // 28: google.protobuf.Timestamp
-	(*Filter)(nil),                     // 29: manushya.memory.v1.Filter
-	(*fieldmaskpb.FieldMask)(nil),      // 30: google.protobuf.FieldMask
-	(*status.Status)(nil),              // 31: google.rpc.Status
+	(EmbeddingStatus)(0),                 // 0: manushya.memory.v1.EmbeddingStatus
+	(SearchMode)(0),                      // 1: manushya.memory.v1.SearchMode
+	(*Memory)(nil),                       // 2: manushya.memory.v1.Memory
+	(*MemoryVersion)(nil),                // 3: manushya.memory.v1.MemoryVersion
+	(*CreateMemoryRequest)(nil),          // 4: manushya.memory.v1.CreateMemoryRequest
+	(*CreateMemoryResponse)(nil),         // 5: manushya.memory.v1.CreateMemoryResponse
+	(*GetMemoryRequest)(nil),             // 6: manushya.memory.v1.GetMemoryRequest
+	(*GetMemoryResponse)(nil),            // 7: manushya.memory.v1.GetMemoryResponse
+	(*ListMemoriesRequest)(nil),          // 8: manushya.memory.v1.ListMemoriesRequest
+	(*ListMemoriesResponse)(nil),         // 9: manushya.memory.v1.ListMemoriesResponse
+	(*UpdateMemoryRequest)(nil),          // 10: manushya.memory.v1.UpdateMemoryRequest
+	(*UpdateMemoryResponse)(nil),         // 11: manushya.memory.v1.UpdateMemoryResponse
+	(*DeleteMemoryRequest)(nil),          // 12: manushya.memory.v1.DeleteMemoryRequest
+	(*DeleteMemoryResponse)(nil),         // 13: manushya.memory.v1.DeleteMemoryResponse
+	(*RestoreMemoryRequest)(nil),         // 14: manushya.memory.v1.RestoreMemoryRequest
+	(*RestoreMemoryResponse)(nil),        // 15: manushya.memory.v1.RestoreMemoryResponse
+	(*ListMemoryVersionsRequest)(nil),    // 16: manushya.memory.v1.ListMemoryVersionsRequest
+	(*ListMemoryVersionsResponse)(nil),   // 17: manushya.memory.v1.ListMemoryVersionsResponse
+	(*BulkCreateMemoriesRequest)(nil),    // 18: manushya.memory.v1.BulkCreateMemoriesRequest
+	(*BulkCreateMemoriesResponse)(nil),   // 19: manushya.memory.v1.BulkCreateMemoriesResponse
+	(*BulkCreateMemoryResult)(nil),       // 20: manushya.memory.v1.BulkCreateMemoryResult
+	(*BulkDeleteMemoriesRequest)(nil),    // 21: manushya.memory.v1.BulkDeleteMemoriesRequest
+	(*BulkDeleteMemoriesResponse)(nil),   // 22: manushya.memory.v1.BulkDeleteMemoriesResponse
+	(*BulkDeleteMemoryResult)(nil),       // 23: manushya.memory.v1.BulkDeleteMemoryResult
+	(*SearchMemoriesRequest)(nil),        // 24: manushya.memory.v1.SearchMemoriesRequest
+	(*SearchMemoriesResponse)(nil),       // 25: manushya.memory.v1.SearchMemoriesResponse
+	(*SearchResult)(nil),                 // 26: manushya.memory.v1.SearchResult
+	(*structpb.Struct)(nil),              // 27: google.protobuf.Struct
+	(*timestamppb.Timestamp)(nil),        // 28: google.protobuf.Timestamp
+	(*Filter)(nil),                       // 29: manushya.memory.v1.Filter
+	(*fieldmaskpb.FieldMask)(nil),        // 30: google.protobuf.FieldMask
+	(*status.Status)(nil),                // 31: google.rpc.Status
+	(*GetMemorySettingsRequest)(nil),     // 32: manushya.memory.v1.GetMemorySettingsRequest
+	(*UpdateMemorySettingsRequest)(nil),  // 33: manushya.memory.v1.UpdateMemorySettingsRequest
+	(*GetMemorySettingsResponse)(nil),    // 34: manushya.memory.v1.GetMemorySettingsResponse
+	(*UpdateMemorySettingsResponse)(nil), // 35: manushya.memory.v1.UpdateMemorySettingsResponse
 }
 var file_manushya_memory_v1_memory_proto_depIdxs = []int32{
 	27, // 0: manushya.memory.v1.Memory.metadata:type_name -> google.protobuf.Struct
@@ -2309,18 +2317,22 @@ var file_manushya_memory_v1_memory_proto_depIdxs = []int32{
 	18, // 44: manushya.memory.v1.MemoryService.BulkCreateMemories:input_type -> manushya.memory.v1.BulkCreateMemoriesRequest
 	21, // 45: manushya.memory.v1.MemoryService.BulkDeleteMemories:input_type -> manushya.memory.v1.BulkDeleteMemoriesRequest
 	24, // 46: manushya.memory.v1.MemoryService.SearchMemories:input_type -> manushya.memory.v1.SearchMemoriesRequest
-	5,  // 47: manushya.memory.v1.MemoryService.CreateMemory:output_type -> manushya.memory.v1.CreateMemoryResponse
-	7,  // 48: manushya.memory.v1.MemoryService.GetMemory:output_type -> manushya.memory.v1.GetMemoryResponse
-	9,  // 49: manushya.memory.v1.MemoryService.ListMemories:output_type -> manushya.memory.v1.ListMemoriesResponse
-	11, // 50: manushya.memory.v1.MemoryService.UpdateMemory:output_type -> manushya.memory.v1.UpdateMemoryResponse
-	13, // 51: manushya.memory.v1.MemoryService.DeleteMemory:output_type -> manushya.memory.v1.DeleteMemoryResponse
-	15, // 52: manushya.memory.v1.MemoryService.RestoreMemory:output_type -> manushya.memory.v1.RestoreMemoryResponse
-	17, // 53: manushya.memory.v1.MemoryService.ListMemoryVersions:output_type -> manushya.memory.v1.ListMemoryVersionsResponse
-	19, // 54: manushya.memory.v1.MemoryService.BulkCreateMemories:output_type -> manushya.memory.v1.BulkCreateMemoriesResponse
-	22, // 55: manushya.memory.v1.MemoryService.BulkDeleteMemories:output_type -> manushya.memory.v1.BulkDeleteMemoriesResponse
-	25, // 56: manushya.memory.v1.MemoryService.SearchMemories:output_type -> manushya.memory.v1.SearchMemoriesResponse
-	47, // [47:57] is the sub-list for method output_type
-	37, // [37:47] is the sub-list for method input_type
+	32, // 47: manushya.memory.v1.MemoryService.GetMemorySettings:input_type -> manushya.memory.v1.GetMemorySettingsRequest
+	33, // 48: manushya.memory.v1.MemoryService.UpdateMemorySettings:input_type -> manushya.memory.v1.UpdateMemorySettingsRequest
+	5,  // 49: manushya.memory.v1.MemoryService.CreateMemory:output_type -> manushya.memory.v1.CreateMemoryResponse
+	7,  // 50: manushya.memory.v1.MemoryService.GetMemory:output_type -> manushya.memory.v1.GetMemoryResponse
+	9,  // 51: manushya.memory.v1.MemoryService.ListMemories:output_type -> manushya.memory.v1.ListMemoriesResponse
+	11, // 52: manushya.memory.v1.MemoryService.UpdateMemory:output_type -> manushya.memory.v1.UpdateMemoryResponse
+	13, // 53: manushya.memory.v1.MemoryService.DeleteMemory:output_type -> manushya.memory.v1.DeleteMemoryResponse
+	15, // 54: manushya.memory.v1.MemoryService.RestoreMemory:output_type -> manushya.memory.v1.RestoreMemoryResponse
+	17, // 55: manushya.memory.v1.MemoryService.ListMemoryVersions:output_type -> manushya.memory.v1.ListMemoryVersionsResponse
+	19, // 56: manushya.memory.v1.MemoryService.BulkCreateMemories:output_type -> manushya.memory.v1.BulkCreateMemoriesResponse
+	22, // 57: manushya.memory.v1.MemoryService.BulkDeleteMemories:output_type -> manushya.memory.v1.BulkDeleteMemoriesResponse
+	25, // 58: manushya.memory.v1.MemoryService.SearchMemories:output_type -> manushya.memory.v1.SearchMemoriesResponse
+	34, // 59: manushya.memory.v1.MemoryService.GetMemorySettings:output_type -> manushya.memory.v1.GetMemorySettingsResponse
+	35, // 60: manushya.memory.v1.MemoryService.UpdateMemorySettings:output_type -> manushya.memory.v1.UpdateMemorySettingsResponse
+	49, // [49:61] is the sub-list for method output_type
+	37, // [37:49] is the sub-list for method input_type
 	37, // [37:37] is the sub-list for extension type_name
 	37, // [37:37] is the sub-list for extension extendee
 	0,  // [0:37] is the sub-list for field type_name
@@ -2332,6 +2344,7 @@ func file_manushya_memory_v1_memory_proto_init() {
 		return
 	}
 	file_manushya_memory_v1_filter_proto_init()
+	file_manushya_memory_v1_settings_proto_init()
 	file_manushya_memory_v1_memory_proto_msgTypes[2].OneofWrappers = []any{
 		(*CreateMemoryRequest_TtlSeconds)(nil),
 		(*CreateMemoryRequest_ExpireTime)(nil),

@@ -19,16 +19,18 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	MemoryService_CreateMemory_FullMethodName       = "/manushya.memory.v1.MemoryService/CreateMemory"
-	MemoryService_GetMemory_FullMethodName          = "/manushya.memory.v1.MemoryService/GetMemory"
-	MemoryService_ListMemories_FullMethodName       = "/manushya.memory.v1.MemoryService/ListMemories"
-	MemoryService_UpdateMemory_FullMethodName       = "/manushya.memory.v1.MemoryService/UpdateMemory"
-	MemoryService_DeleteMemory_FullMethodName       = "/manushya.memory.v1.MemoryService/DeleteMemory"
-	MemoryService_RestoreMemory_FullMethodName      = "/manushya.memory.v1.MemoryService/RestoreMemory"
-	MemoryService_ListMemoryVersions_FullMethodName = "/manushya.memory.v1.MemoryService/ListMemoryVersions"
-	MemoryService_BulkCreateMemories_FullMethodName = "/manushya.memory.v1.MemoryService/BulkCreateMemories"
-	MemoryService_BulkDeleteMemories_FullMethodName = "/manushya.memory.v1.MemoryService/BulkDeleteMemories"
-	MemoryService_SearchMemories_FullMethodName     = "/manushya.memory.v1.MemoryService/SearchMemories"
+	MemoryService_CreateMemory_FullMethodName         = "/manushya.memory.v1.MemoryService/CreateMemory"
+	MemoryService_GetMemory_FullMethodName            = "/manushya.memory.v1.MemoryService/GetMemory"
+	MemoryService_ListMemories_FullMethodName         = "/manushya.memory.v1.MemoryService/ListMemories"
+	MemoryService_UpdateMemory_FullMethodName         = "/manushya.memory.v1.MemoryService/UpdateMemory"
+	MemoryService_DeleteMemory_FullMethodName         = "/manushya.memory.v1.MemoryService/DeleteMemory"
+	MemoryService_RestoreMemory_FullMethodName        = "/manushya.memory.v1.MemoryService/RestoreMemory"
+	MemoryService_ListMemoryVersions_FullMethodName   = "/manushya.memory.v1.MemoryService/ListMemoryVersions"
+	MemoryService_BulkCreateMemories_FullMethodName   = "/manushya.memory.v1.MemoryService/BulkCreateMemories"
+	MemoryService_BulkDeleteMemories_FullMethodName   = "/manushya.memory.v1.MemoryService/BulkDeleteMemories"
+	MemoryService_SearchMemories_FullMethodName       = "/manushya.memory.v1.MemoryService/SearchMemories"
+	MemoryService_GetMemorySettings_FullMethodName    = "/manushya.memory.v1.MemoryService/GetMemorySettings"
+	MemoryService_UpdateMemorySettings_FullMethodName = "/manushya.memory.v1.MemoryService/UpdateMemorySettings"
 )
 
 // MemoryServiceClient is the client API for MemoryService service.
@@ -83,7 +85,8 @@ type MemoryServiceClient interface {
 	// Restore a soft-deleted memory.
 	//
 	// The memory comes back as it was, with its version unchanged. FAILED_PRECONDITION
-	// when it is not deleted; NOT_FOUND once it has been purged.
+	// when it is not deleted or its tenant's restore window (MemorySettings
+	// restore_window_days) has ended; NOT_FOUND once it has been purged.
 	RestoreMemory(ctx context.Context, in *RestoreMemoryRequest, opts ...grpc.CallOption) (*RestoreMemoryResponse, error)
 	// List the versions of a memory.
 	//
@@ -112,8 +115,22 @@ type MemoryServiceClient interface {
 	// rank fusion). When the query cannot be embedded (the embedding service is
 	// unavailable) a VECTOR or HYBRID search with a query text falls back to KEYWORD;
 	// the response's mode says which ran. Results never include deleted or expired
-	// memories.
+	// memories. A tenant with encrypt_text (MemorySettings) searches by vector only:
+	// KEYWORD and HYBRID are FAILED_PRECONDITION, and a query that cannot be
+	// embedded is UNAVAILABLE rather than answered by keyword.
 	SearchMemories(ctx context.Context, in *SearchMemoriesRequest, opts ...grpc.CallOption) (*SearchMemoriesResponse, error)
+	// Get the tenant's memory settings (text encryption, restore window).
+	//
+	// For the tenant's admins by default (memory.settings_read). Declared after
+	// GetMemory so the gateway matches /v1/memory/settings before /v1/memory/{id}.
+	GetMemorySettings(ctx context.Context, in *GetMemorySettingsRequest, opts ...grpc.CallOption) (*GetMemorySettingsResponse, error)
+	// Change the tenant's memory settings.
+	//
+	// For the tenant's admins by default (memory.settings_update). Turning
+	// encrypt_text on or off applies to new writes at once; existing memories are
+	// moved in the background (see MemorySettings.encryption_in_progress). A
+	// restore window change applies to memories deleted already.
+	UpdateMemorySettings(ctx context.Context, in *UpdateMemorySettingsRequest, opts ...grpc.CallOption) (*UpdateMemorySettingsResponse, error)
 }
 
 type memoryServiceClient struct {
@@ -224,6 +241,26 @@ func (c *memoryServiceClient) SearchMemories(ctx context.Context, in *SearchMemo
 	return out, nil
 }
 
+func (c *memoryServiceClient) GetMemorySettings(ctx context.Context, in *GetMemorySettingsRequest, opts ...grpc.CallOption) (*GetMemorySettingsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetMemorySettingsResponse)
+	err := c.cc.Invoke(ctx, MemoryService_GetMemorySettings_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *memoryServiceClient) UpdateMemorySettings(ctx context.Context, in *UpdateMemorySettingsRequest, opts ...grpc.CallOption) (*UpdateMemorySettingsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(UpdateMemorySettingsResponse)
+	err := c.cc.Invoke(ctx, MemoryService_UpdateMemorySettings_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // MemoryServiceServer is the server API for MemoryService service.
 // All implementations must embed UnimplementedMemoryServiceServer
 // for forward compatibility.
@@ -276,7 +313,8 @@ type MemoryServiceServer interface {
 	// Restore a soft-deleted memory.
 	//
 	// The memory comes back as it was, with its version unchanged. FAILED_PRECONDITION
-	// when it is not deleted; NOT_FOUND once it has been purged.
+	// when it is not deleted or its tenant's restore window (MemorySettings
+	// restore_window_days) has ended; NOT_FOUND once it has been purged.
 	RestoreMemory(context.Context, *RestoreMemoryRequest) (*RestoreMemoryResponse, error)
 	// List the versions of a memory.
 	//
@@ -305,8 +343,22 @@ type MemoryServiceServer interface {
 	// rank fusion). When the query cannot be embedded (the embedding service is
 	// unavailable) a VECTOR or HYBRID search with a query text falls back to KEYWORD;
 	// the response's mode says which ran. Results never include deleted or expired
-	// memories.
+	// memories. A tenant with encrypt_text (MemorySettings) searches by vector only:
+	// KEYWORD and HYBRID are FAILED_PRECONDITION, and a query that cannot be
+	// embedded is UNAVAILABLE rather than answered by keyword.
 	SearchMemories(context.Context, *SearchMemoriesRequest) (*SearchMemoriesResponse, error)
+	// Get the tenant's memory settings (text encryption, restore window).
+	//
+	// For the tenant's admins by default (memory.settings_read). Declared after
+	// GetMemory so the gateway matches /v1/memory/settings before /v1/memory/{id}.
+	GetMemorySettings(context.Context, *GetMemorySettingsRequest) (*GetMemorySettingsResponse, error)
+	// Change the tenant's memory settings.
+	//
+	// For the tenant's admins by default (memory.settings_update). Turning
+	// encrypt_text on or off applies to new writes at once; existing memories are
+	// moved in the background (see MemorySettings.encryption_in_progress). A
+	// restore window change applies to memories deleted already.
+	UpdateMemorySettings(context.Context, *UpdateMemorySettingsRequest) (*UpdateMemorySettingsResponse, error)
 	mustEmbedUnimplementedMemoryServiceServer()
 }
 
@@ -346,6 +398,12 @@ func (UnimplementedMemoryServiceServer) BulkDeleteMemories(context.Context, *Bul
 }
 func (UnimplementedMemoryServiceServer) SearchMemories(context.Context, *SearchMemoriesRequest) (*SearchMemoriesResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method SearchMemories not implemented")
+}
+func (UnimplementedMemoryServiceServer) GetMemorySettings(context.Context, *GetMemorySettingsRequest) (*GetMemorySettingsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetMemorySettings not implemented")
+}
+func (UnimplementedMemoryServiceServer) UpdateMemorySettings(context.Context, *UpdateMemorySettingsRequest) (*UpdateMemorySettingsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method UpdateMemorySettings not implemented")
 }
 func (UnimplementedMemoryServiceServer) mustEmbedUnimplementedMemoryServiceServer() {}
 func (UnimplementedMemoryServiceServer) testEmbeddedByValue()                       {}
@@ -548,6 +606,42 @@ func _MemoryService_SearchMemories_Handler(srv interface{}, ctx context.Context,
 	return interceptor(ctx, in, info, handler)
 }
 
+func _MemoryService_GetMemorySettings_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetMemorySettingsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(MemoryServiceServer).GetMemorySettings(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: MemoryService_GetMemorySettings_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(MemoryServiceServer).GetMemorySettings(ctx, req.(*GetMemorySettingsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _MemoryService_UpdateMemorySettings_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(UpdateMemorySettingsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(MemoryServiceServer).UpdateMemorySettings(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: MemoryService_UpdateMemorySettings_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(MemoryServiceServer).UpdateMemorySettings(ctx, req.(*UpdateMemorySettingsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // MemoryService_ServiceDesc is the grpc.ServiceDesc for MemoryService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -594,6 +688,14 @@ var MemoryService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "SearchMemories",
 			Handler:    _MemoryService_SearchMemories_Handler,
+		},
+		{
+			MethodName: "GetMemorySettings",
+			Handler:    _MemoryService_GetMemorySettings_Handler,
+		},
+		{
+			MethodName: "UpdateMemorySettings",
+			Handler:    _MemoryService_UpdateMemorySettings_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},
