@@ -49,6 +49,7 @@ var routes = []route{
 	{UpstreamIdentity, "manushya.identity.v1.InvitationService", via(identityv1.NewInvitationServiceClient, identityv1.RegisterInvitationServiceHandlerClient)},
 	{UpstreamIdentity, "manushya.identity.v1.SessionService", via(identityv1.NewSessionServiceClient, identityv1.RegisterSessionServiceHandlerClient)},
 	{UpstreamIdentity, "manushya.identity.v1.SsoService", via(identityv1.NewSsoServiceClient, identityv1.RegisterSsoServiceHandlerClient)},
+	{UpstreamIdentity, "manushya.identity.v1.ErasureService", via(identityv1.NewErasureServiceClient, identityv1.RegisterErasureServiceHandlerClient)},
 	{UpstreamMemory, "manushya.memory.v1.MemoryService", via(memoryv1.NewMemoryServiceClient, memoryv1.RegisterMemoryServiceHandlerClient)},
 	{UpstreamEmbedding, "manushya.embedding.v1.EmbeddingService", via(embeddingv1.NewEmbeddingServiceClient, embeddingv1.RegisterEmbeddingServiceHandlerClient)},
 	{UpstreamPolicy, "manushya.policy.v1.PolicyService", via(policyv1.NewPolicyServiceClient, policyv1.RegisterPolicyServiceHandlerClient)},
