@@ -76,12 +76,13 @@ type Completed struct {
 	SubjectID string `json:"subject_id"`
 }
 
-// ProgressEvent is the report of service about erasure erasureID of tenant.
-func ProgressEvent(tenant, service, erasureID string, counts []Count) (bus.Event, error) {
+// ProgressEvent is the report of service (whose events carry source) about
+// erasure erasureID of tenant.
+func ProgressEvent(tenant, source, service, erasureID string, counts []Count) (bus.Event, error) {
 	if counts == nil {
 		counts = []Count{}
 	}
-	return bus.NewEvent(tenant, EventProgress, service, erasureID, Progress{ErasureID: erasureID, Service: service, Counts: counts})
+	return bus.NewEvent(tenant, EventProgress, source, erasureID, Progress{ErasureID: erasureID, Service: service, Counts: counts})
 }
 
 // Consume runs a durable consumer of the given event types until ctx ends,

@@ -150,7 +150,8 @@ func (m *Module) Register(s grpc.ServiceRegistrar) {
 
 // Start launches the outbox relay, the module's own search meter if it has one,
 // the embedder (a durable JetStream consumer of memory.created and
-// memory.updated) and the embedding and TTL sweepers.
+// memory.updated), the erasure consumer (identity.erased, tenant.erased: erasure.go)
+// and the embedding and TTL sweepers.
 func (m *Module) Start(ctx context.Context) error {
 	if m.relay != nil {
 		m.workers.Go(ctx, "memory outbox relay", m.relay.Run)
@@ -164,6 +165,7 @@ func (m *Module) Start(ctx context.Context) error {
 	}
 	if m.bus != nil {
 		m.workers.Go(ctx, "memory embedder", func(ctx context.Context) error { return m.embedder.consume(ctx, m.bus) })
+		m.workers.Go(ctx, "memory erasure", func(ctx context.Context) error { return m.svc.consumeErasures(ctx, m.bus) })
 	}
 	m.workers.Go(ctx, "memory embedding sweeper", func(ctx context.Context) error {
 		return every(ctx, m.cfg.SweepInterval, m.embedder.sweep)
