@@ -193,3 +193,88 @@ func TestEraseIdentity(t *testing.T) {
 	_, err = ids.GetIdentity(as(b.APIKey), &identityv1.GetIdentityRequest{Id: b.IdentityID})
 	require.NoError(t, err, "another tenant is untouched")
 }
+
+// Erasing a tenant (operators only) removes every identity and the tenant itself,
+// destroys the tenant's keys and its identities', and keeps a receipt the operator
+// still reads after the tenant is gone.
+func TestEraseTenant(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	db := pgtest.New(t, identity.Migrations(), keyring.Migrations())
+	kr := keyringtest.New(t, db.Pool, identity.TenantIDs(db.Pool))
+	mod, conn, _ := sealedModule(t, db, kr)
+	svc := mod.Service()
+	a, err := svc.Bootstrap(ctx, "tenant-a", "Tenant A") // the operator's tenant
+	require.NoError(t, err)
+	b, err := svc.Bootstrap(ctx, "tenant-b", "Tenant B")
+	require.NoError(t, err)
+	ids := identityv1.NewIdentityServiceClient(conn)
+	authc := identityv1.NewAuthServiceClient(conn)
+	erase := identityv1.NewErasureServiceClient(conn)
+	_, err = ids.CreateIdentity(as(b.APIKey), &identityv1.CreateIdentityRequest{ExternalId: "b-user@example.com", Role: "user"})
+	require.NoError(t, err)
+	_, err = authc.SetupMfa(as(b.APIKey), &identityv1.SetupMfaRequest{})
+	require.NoError(t, err)
+	tb, bAdmin := uuid.MustParse(b.TenantID), uuid.MustParse(b.IdentityID)
+	sealed := adminBytes(t, db, `SELECT secret_sealed FROM identity.mfa_totp WHERE identity_id = $1`, bAdmin)[0]
+	ref := keyring.Ref{Field: "identity.mfa_totp.secret_sealed", Scope: keyring.Identity(tb, bAdmin), Row: bAdmin[:]}
+	_, err = kr.Open(ctx, ref, sealed)
+	require.NoError(t, err)
+
+	// Every bootstrap key is an operator's; an admin's ordinary key is not.
+	plain, err := identityv1.NewApiKeyServiceClient(conn).CreateApiKey(as(b.APIKey), &identityv1.CreateApiKeyRequest{Name: "plain admin", IdentityId: b.IdentityID})
+	require.NoError(t, err)
+	_, err = erase.EraseTenant(as(plain.GetKey()), &identityv1.EraseTenantRequest{Id: b.TenantID})
+	requireCode(t, err, codes.PermissionDenied, errorsv1.ErrorReason_ERROR_REASON_UNSPECIFIED)
+	_, err = erase.EraseTenant(as(a.APIKey), &identityv1.EraseTenantRequest{Id: a.TenantID})
+	requireCode(t, err, codes.FailedPrecondition, errorsv1.ErrorReason_ERROR_REASON_UNSPECIFIED)
+	_, err = erase.EraseTenant(as(a.APIKey), &identityv1.EraseTenantRequest{Id: "x"})
+	requireCode(t, err, codes.InvalidArgument, errorsv1.ErrorReason_ERROR_REASON_UNSPECIFIED)
+	_, err = erase.EraseTenant(as(a.APIKey), &identityv1.EraseTenantRequest{Id: uuid.NewString()})
+	requireCode(t, err, codes.NotFound, errorsv1.ErrorReason_ERROR_REASON_UNSPECIFIED)
+
+	resp, err := erase.EraseTenant(as(a.APIKey), &identityv1.EraseTenantRequest{Id: b.TenantID, Reason: "contract ended"})
+	require.NoError(t, err)
+	rec := resp.GetReceipt()
+	require.Equal(t, identityv1.ErasureSubjectKind_ERASURE_SUBJECT_KIND_TENANT, rec.GetSubjectKind())
+	require.Equal(t, b.TenantID, rec.GetTenantId())
+	require.Equal(t, erasure.Services, rec.GetPendingServices())
+	c := countsOf(rec)
+	require.EqualValues(t, 1, c["identity/tenants"])
+	require.EqualValues(t, 2, c["identity/identities"])
+	require.Positive(t, c["keyring/data_keys"])
+
+	_, err = ids.GetMe(as(b.APIKey), &identityv1.GetMeRequest{})
+	requireCode(t, err, codes.Unauthenticated, errorsv1.ErrorReason_ERROR_REASON_UNSPECIFIED)
+	for _, q := range []string{
+		`SELECT count(*) FROM identity.tenants WHERE id = $1`,
+		`SELECT count(*) FROM identity.identities WHERE tenant_id = $1`,
+		`SELECT count(*) FROM identity.api_keys WHERE tenant_id = $1`,
+		`SELECT count(*) FROM identity.api_key_prefixes WHERE tenant_id = $1`,
+		`SELECT count(*) FROM identity.sessions WHERE tenant_id = $1`,
+		`SELECT count(*) FROM identity.mfa_totp WHERE tenant_id = $1`,
+		`SELECT count(*) FROM keyring.dek_material WHERE tenant_id = $1`,
+	} {
+		require.Zero(t, adminCount(t, db, q, tb), q)
+	}
+	_, err = kr.Open(ctx, ref, sealed)
+	require.ErrorIs(t, err, keyring.ErrDestroyed)
+
+	// The receipt outlives the tenant: the operator reads it and erasing again
+	// returns it; tenant A is untouched.
+	got, err := erase.GetErasureReceipt(as(a.APIKey), &identityv1.GetErasureReceiptRequest{Id: rec.GetId()})
+	require.NoError(t, err)
+	require.Equal(t, rec.GetId(), got.GetReceipt().GetId())
+	again, err := erase.EraseTenant(as(a.APIKey), &identityv1.EraseTenantRequest{Id: b.TenantID})
+	require.NoError(t, err)
+	require.Equal(t, rec.GetId(), again.GetReceipt().GetId())
+	for _, s := range erasure.Services {
+		_, err := svc.RecordErasureProgress(ctx, tb, erasure.Progress{ErasureID: rec.GetId(), Service: s})
+		require.NoError(t, err)
+	}
+	got, err = erase.GetErasureReceipt(as(a.APIKey), &identityv1.GetErasureReceiptRequest{Id: rec.GetId()})
+	require.NoError(t, err)
+	require.Equal(t, identityv1.ErasureState_ERASURE_STATE_COMPLETED, got.GetReceipt().GetState())
+	_, err = ids.GetMe(as(a.APIKey), &identityv1.GetMeRequest{})
+	require.NoError(t, err)
+}

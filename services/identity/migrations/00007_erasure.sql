@@ -28,6 +28,11 @@ ALTER TABLE identity.erasures FORCE ROW LEVEL SECURITY;
 CREATE POLICY tenant_isolation ON identity.erasures
   USING (tenant_id = NULLIF(current_setting('manushya.tenant_id', true), '')::uuid)
   WITH CHECK (tenant_id = NULLIF(current_setting('manushya.tenant_id', true), '')::uuid);
+-- A tenant's receipt outlives the tenant and is the operator's to read: a
+-- transaction bound to no tenant (the operator's lookup) sees tenant receipts, and
+-- only those.
+CREATE POLICY tenant_receipts ON identity.erasures FOR SELECT
+  USING (subject_kind = 'tenant' AND NULLIF(current_setting('manushya.tenant_id', true), '') IS NULL);
 
 -- +goose Down
 DROP TABLE identity.erasures;

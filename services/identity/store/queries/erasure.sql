@@ -59,3 +59,23 @@ DELETE FROM identity.invitation_token_prefixes WHERE prefix = ANY (sqlc.arg(pref
 -- name: ForgetAPIKeyCreator :execrows
 -- Keys of other identities that the erased one made keep no trace of it.
 UPDATE identity.api_keys SET creator_identity_id = NULL WHERE creator_identity_id = $1;
+
+-- name: GetTenantErasure :one
+-- A tenant's receipt, read outside any tenant (the tenant_receipts policy).
+SELECT * FROM identity.erasures WHERE id = $1 AND subject_kind = 'tenant';
+
+-- name: ListTenantIdentityIDs :many
+-- Every identity of the transaction's tenant, deleted or not, for its erasure.
+SELECT id FROM identity.identities ORDER BY id;
+
+-- name: CountTenantErasable :one
+SELECT
+  (SELECT count(*) FROM identity.sso_providers)::bigint AS sso_providers,
+  (SELECT count(*) FROM identity.invitations)::bigint AS invitations,
+  (SELECT count(*) FROM identity.sessions)::bigint AS sessions,
+  (SELECT count(*) FROM identity.api_keys)::bigint AS api_keys,
+  (SELECT count(*) FROM identity.mfa_totp)::bigint AS mfa_factors;
+
+-- name: DeleteTenant :execrows
+-- The tenant row; what is left of its rows goes with it (ON DELETE CASCADE).
+DELETE FROM identity.tenants WHERE id = $1;

@@ -46,6 +46,36 @@ func (q *Queries) CountIdentityErasable(ctx context.Context, id uuid.UUID) (Coun
 	return i, err
 }
 
+const countTenantErasable = `-- name: CountTenantErasable :one
+SELECT
+  (SELECT count(*) FROM identity.sso_providers)::bigint AS sso_providers,
+  (SELECT count(*) FROM identity.invitations)::bigint AS invitations,
+  (SELECT count(*) FROM identity.sessions)::bigint AS sessions,
+  (SELECT count(*) FROM identity.api_keys)::bigint AS api_keys,
+  (SELECT count(*) FROM identity.mfa_totp)::bigint AS mfa_factors
+`
+
+type CountTenantErasableRow struct {
+	SsoProviders int64
+	Invitations  int64
+	Sessions     int64
+	ApiKeys      int64
+	MfaFactors   int64
+}
+
+func (q *Queries) CountTenantErasable(ctx context.Context) (CountTenantErasableRow, error) {
+	row := q.db.QueryRow(ctx, countTenantErasable)
+	var i CountTenantErasableRow
+	err := row.Scan(
+		&i.SsoProviders,
+		&i.Invitations,
+		&i.Sessions,
+		&i.ApiKeys,
+		&i.MfaFactors,
+	)
+	return i, err
+}
+
 const createErasure = `-- name: CreateErasure :one
 
 INSERT INTO identity.erasures (id, tenant_id, subject_kind, subject_id, requested_by, reason, state, counts, pending_services)
@@ -144,6 +174,19 @@ func (q *Queries) DeleteInvitationTokenPrefixes(ctx context.Context, prefixes []
 	return err
 }
 
+const deleteTenant = `-- name: DeleteTenant :execrows
+DELETE FROM identity.tenants WHERE id = $1
+`
+
+// The tenant row; what is left of its rows goes with it (ON DELETE CASCADE).
+func (q *Queries) DeleteTenant(ctx context.Context, id uuid.UUID) (int64, error) {
+	result, err := q.db.Exec(ctx, deleteTenant, id)
+	if err != nil {
+		return 0, err
+	}
+	return result.RowsAffected(), nil
+}
+
 const forgetAPIKeyCreator = `-- name: ForgetAPIKeyCreator :execrows
 UPDATE identity.api_keys SET creator_identity_id = NULL WHERE creator_identity_id = $1
 `
@@ -208,6 +251,30 @@ func (q *Queries) GetErasureOfSubject(ctx context.Context, arg GetErasureOfSubje
 	return i, err
 }
 
+const getTenantErasure = `-- name: GetTenantErasure :one
+SELECT id, tenant_id, subject_kind, subject_id, requested_by, reason, state, counts, pending_services, requested_at, completed_at FROM identity.erasures WHERE id = $1 AND subject_kind = 'tenant'
+`
+
+// A tenant's receipt, read outside any tenant (the tenant_receipts policy).
+func (q *Queries) GetTenantErasure(ctx context.Context, id uuid.UUID) (IdentityErasure, error) {
+	row := q.db.QueryRow(ctx, getTenantErasure, id)
+	var i IdentityErasure
+	err := row.Scan(
+		&i.ID,
+		&i.TenantID,
+		&i.SubjectKind,
+		&i.SubjectID,
+		&i.RequestedBy,
+		&i.Reason,
+		&i.State,
+		&i.Counts,
+		&i.PendingServices,
+		&i.RequestedAt,
+		&i.CompletedAt,
+	)
+	return i, err
+}
+
 const listErasures = `-- name: ListErasures :many
 SELECT id, tenant_id, subject_kind, subject_id, requested_by, reason, state, counts, pending_services, requested_at, completed_at FROM identity.erasures
 WHERE $1::uuid IS NULL OR id < $1::uuid
@@ -245,6 +312,31 @@ func (q *Queries) ListErasures(ctx context.Context, arg ListErasuresParams) ([]I
 			return nil, err
 		}
 		items = append(items, i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
+const listTenantIdentityIDs = `-- name: ListTenantIdentityIDs :many
+SELECT id FROM identity.identities ORDER BY id
+`
+
+// Every identity of the transaction's tenant, deleted or not, for its erasure.
+func (q *Queries) ListTenantIdentityIDs(ctx context.Context) ([]uuid.UUID, error) {
+	rows, err := q.db.Query(ctx, listTenantIdentityIDs)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var items []uuid.UUID
+	for rows.Next() {
+		var id uuid.UUID
+		if err := rows.Scan(&id); err != nil {
+			return nil, err
+		}
+		items = append(items, id)
 	}
 	if err := rows.Err(); err != nil {
 		return nil, err
