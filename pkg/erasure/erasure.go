@@ -13,7 +13,6 @@ package erasure
 
 import (
 	"context"
-	"errors"
 	"log/slog"
 	"time"
 
@@ -118,36 +117,42 @@ func Consume(ctx context.Context, b *bus.Bus, durable string, types []string, lo
 		}
 	}
 	for ctx.Err() == nil {
-		batch, err := cons.Fetch(1, jetstream.FetchMaxWait(5*time.Second))
-		if err != nil {
-			if ctx.Err() == nil {
-				logger.WarnContext(ctx, "erasure consumer fetch failed", "consumer", durable, "err", err)
-				pause(ctx, time.Second)
-			}
-			continue
-		}
-		for msg := range batch.Messages() {
-			ev, err := bus.ParseCloudEvent(msg.Data())
-			if err != nil {
-				logger.WarnContext(ctx, "erasure event not parsed; dropped", "consumer", durable, "subject", msg.Subject(), "err", err)
-				_ = msg.Ack()
-				continue
-			}
-			hctx := withKeepAlive(ctx, msg)
-			if err := handle(hctx, ev); err != nil {
-				if ctx.Err() != nil {
-					return nil
-				}
-				logger.WarnContext(ctx, "erasure step failed; will retry", "consumer", durable, "type", ev.Type, "subject", ev.Subject, "err", err)
-				_ = msg.NakWithDelay(2 * time.Second)
-				continue
-			}
-			if err := msg.DoubleAck(ctx); err != nil && !errors.Is(err, context.Canceled) {
-				logger.WarnContext(ctx, "erasure event not acknowledged", "consumer", durable, "err", err)
-			}
-		}
+		consumeOne(ctx, cons, durable, logger, handle)
 	}
 	return nil
+}
+
+// consumeOne waits up to a few seconds for the next event and handles it.
+func consumeOne(ctx context.Context, cons jetstream.Consumer, durable string, logger *slog.Logger, handle func(context.Context, bus.Event) error) {
+	fctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	batch, err := cons.Fetch(1, jetstream.FetchContext(fctx))
+	if err != nil {
+		if ctx.Err() == nil {
+			logger.WarnContext(ctx, "erasure consumer fetch failed", "consumer", durable, "err", err)
+			pause(ctx, time.Second)
+		}
+		return
+	}
+	for msg := range batch.Messages() {
+		ev, err := bus.ParseCloudEvent(msg.Data())
+		if err != nil {
+			logger.WarnContext(ctx, "erasure event not parsed; dropped", "consumer", durable, "subject", msg.Subject(), "err", err)
+			_ = msg.Ack()
+			continue
+		}
+		if err := handle(withKeepAlive(ctx, msg), ev); err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			logger.WarnContext(ctx, "erasure step failed; will retry", "consumer", durable, "type", ev.Type, "subject", ev.Subject, "err", err)
+			_ = msg.NakWithDelay(2 * time.Second)
+			continue
+		}
+		if err := msg.DoubleAck(ctx); err != nil && ctx.Err() == nil {
+			logger.WarnContext(ctx, "erasure event not acknowledged", "consumer", durable, "err", err)
+		}
+	}
 }
 
 type keepAliveKey struct{}

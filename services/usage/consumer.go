@@ -187,14 +187,6 @@ func (c *consumer) handle(ctx context.Context, b jetstream.MessageBatch) (int, e
 	if len(msgs) == 0 {
 		return 0, nil
 	}
-	// Usage of an identity erased meanwhile is not stored (erasure.go).
-	events, err := c.svc.dropErased(ctx, events)
-	if err != nil {
-		for _, m := range msgs {
-			_ = m.Nak()
-		}
-		return len(msgs), err
-	}
 	if len(events) > 0 {
 		if _, err := c.svc.store.Ingest(ctx, events); err != nil {
 			for _, m := range msgs {

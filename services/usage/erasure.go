@@ -10,7 +10,6 @@ import (
 
 	"github.com/manushya-ai/manushya/pkg/bus"
 	"github.com/manushya-ai/manushya/pkg/erasure"
-	"github.com/manushya-ai/manushya/pkg/postgres"
 	"github.com/manushya-ai/manushya/services/usage/store"
 )
 
@@ -82,6 +81,11 @@ func (s *Service) consumeErasures(ctx context.Context, b *bus.Bus) error {
 func (s *Service) Erase(ctx context.Context, tenant, erasureID uuid.UUID, identity *uuid.UUID) error {
 	err := s.store.InTenant(ctx, tenant, func(tx *store.Tx) error {
 		raw := tx.Raw()
+		// Waits for the batches being stored; later ones see this erasure and leave
+		// out the erased identity's events (store.IngestLock).
+		if _, err := raw.Exec(ctx, `SELECT pg_advisory_xact_lock($1)`, store.IngestLock); err != nil {
+			return err
+		}
 		var reported bool
 		if err := raw.QueryRow(ctx, `INSERT INTO usage.erasures (erasure_id, tenant_id, identity_id) VALUES ($1, $2, $3)
 			ON CONFLICT (erasure_id) DO UPDATE SET erasure_id = EXCLUDED.erasure_id
@@ -137,51 +141,4 @@ func eraseRows(ctx context.Context, tx pgx.Tx, tenant uuid.UUID, identity *uuid.
 		}
 	}
 	return counts, nil
-}
-
-// dropErased removes from a batch about to be stored the events of identities
-// and tenants already erased: the stream may deliver an erased identity's usage
-// after its erasure ran, and storing it would bring its details back.
-func (s *Service) dropErased(ctx context.Context, events []store.Event) ([]store.Event, error) {
-	if len(events) == 0 {
-		return events, nil
-	}
-	seen := map[uuid.UUID]bool{}
-	var tenants []uuid.UUID
-	for _, e := range events {
-		if !seen[e.Tenant] {
-			seen[e.Tenant] = true
-			tenants = append(tenants, e.Tenant)
-		}
-	}
-	type key struct{ tenant, identity uuid.UUID }
-	erased := map[key]bool{}
-	err := postgres.InTx(ctx, s.store.Pool(), func(tx pgx.Tx) error {
-		rows, err := tx.Query(ctx, `SELECT tenant_id, identity_id FROM usage.erasures WHERE tenant_id = ANY ($1)`, tenants)
-		if err != nil {
-			return err
-		}
-		var t uuid.UUID
-		var id *uuid.UUID
-		_, err = pgx.ForEachRow(rows, []any{&t, &id}, func() error {
-			k := key{tenant: t}
-			if id != nil {
-				k.identity = *id
-			}
-			erased[k] = true
-			return nil
-		})
-		return err
-	})
-	if err != nil || len(erased) == 0 {
-		return events, err
-	}
-	kept := events[:0]
-	for _, e := range events {
-		if erased[key{tenant: e.Tenant}] || (e.IdentityID != uuid.Nil && erased[key{e.Tenant, e.IdentityID}]) {
-			continue
-		}
-		kept = append(kept, e)
-	}
-	return kept, nil
 }

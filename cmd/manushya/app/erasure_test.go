@@ -358,3 +358,60 @@ func TestEraseIdentityEndToEnd(t *testing.T) {
 		require.NoError(t, err, "another identity's key is untouched")
 	}
 }
+
+// TestEraseTenantEndToEnd erases a whole tenant as the operator over REST: the
+// receipt completes with every service's counts, no row of the tenant is left in
+// the identity, memory, usage or keyring schemas, and the other tenant keeps
+// everything.
+func TestEraseTenantEndToEnd(t *testing.T) {
+	t.Parallel()
+	s := newStack(t)
+	a := s.start(t, "all", "MANUSHYA_ENCRYPTION_KEK="+erasureKEK)
+	ctx := context.Background()
+	op, err := a.Identity().Service().Bootstrap(ctx, "keep-tenant", "Keep")
+	require.NoError(t, err)
+	gone, err := a.Identity().Service().Bootstrap(ctx, "gone-tenant", "Gone")
+	require.NoError(t, err)
+	tgt := target(t, a.GRPCAddr(), a.HTTPAddr())
+	db := adminConn(t, s)
+	kept := makeSubject(t, tgt, op.APIKey, "keep-tenant", "kept@example.com", 2)
+	erased := makeSubject(t, tgt, gone.APIKey, "gone-tenant", "gone@example.com", 3)
+	awaitUsage(t, db, erased.id)
+	awaitUsage(t, db, kept.id)
+
+	code, body := rest(t, tgt, http.MethodPost, "/v1/tenants/"+gone.TenantID+"/erase", erased.apiKey, `{}`)
+	require.Equal(t, http.StatusForbidden, code, string(body))
+	code, body = rest(t, tgt, http.MethodPost, "/v1/tenants/"+gone.TenantID+"/erase", op.APIKey, `{"reason":"contract ended"}`)
+	require.Equal(t, http.StatusOK, code, string(body))
+	var started struct {
+		Receipt receiptJSON `json:"receipt"`
+	}
+	require.NoError(t, json.Unmarshal(body, &started))
+	rec := awaitReceipt(t, tgt, op.APIKey, started.Receipt.ID, 30*time.Second)
+	require.Equal(t, gone.TenantID, rec.SubjectID)
+	require.EqualValues(t, 2, rec.count("identity", "identities"))
+	require.EqualValues(t, 3, rec.count("memory", "memories"))
+	require.Positive(t, rec.count("usage", "usage_events"))
+	require.Positive(t, rec.count("keyring", "data_keys"))
+
+	code, body = rest(t, tgt, http.MethodGet, "/v1/identity/me", gone.APIKey, "")
+	require.Equal(t, http.StatusUnauthorized, code, string(body))
+	tid := uuid.MustParse(gone.TenantID)
+	for _, q := range []string{
+		`SELECT count(*) FROM identity.tenants WHERE id = $1`,
+		`SELECT count(*) FROM identity.identities WHERE tenant_id = $1`,
+		`SELECT count(*) FROM identity.sessions WHERE tenant_id = $1`,
+		`SELECT count(*) FROM identity.api_key_prefixes WHERE tenant_id = $1`,
+		`SELECT count(*) FROM memory.memories WHERE tenant_id = $1`,
+		`SELECT count(*) FROM memory.memory_versions WHERE tenant_id = $1`,
+		`SELECT count(*) FROM usage.events WHERE tenant_id = $1`,
+		`SELECT count(*) FROM usage.rollup_daily WHERE tenant_id = $1`,
+		`SELECT count(*) FROM usage.rollup_type_daily WHERE tenant_id = $1`,
+		`SELECT count(*) FROM keyring.dek_material WHERE tenant_id = $1`,
+	} {
+		require.Zero(t, countRows(t, db, q, tid), q)
+	}
+	code, body = rest(t, tgt, http.MethodGet, "/v1/identity/me", kept.apiKey, "")
+	require.Equal(t, http.StatusOK, code, string(body))
+	require.EqualValues(t, 2, countRows(t, db, `SELECT count(*) FROM memory.memories WHERE identity_id = $1`, kept.id))
+}
