@@ -157,6 +157,9 @@ func (m *Module) Register(s grpc.ServiceRegistrar) {
 // LimitSource returns the stored rate limits as a ratelimit.LimitSource.
 func (m *Module) LimitSource() ratelimit.LimitSource { return &LimitSource{store: m.svc.store} }
 
+// Service exposes the domain logic (tests, the composition root).
+func (m *Module) Service() *Service { return m.svc }
+
 // Quotas returns the quota checker (grpcserver.RateLimiter-shaped).
 func (m *Module) Quotas() *QuotaChecker { return m.svc.quotas }
 
