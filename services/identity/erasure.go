@@ -191,7 +191,9 @@ func (s *Service) EraseIdentity(ctx context.Context, tenant, id uuid.UUID, reque
 		if err != nil {
 			return err
 		}
-		ev, err := bus.NewEvent(tenant.String(), erasure.EventIdentityErased, EventSource, row.ID.String(),
+		// The subject is the identity, as for identity.deleted: the API-key caches
+		// of every process evict its keys on it.
+		ev, err := bus.NewEvent(tenant.String(), erasure.EventIdentityErased, EventSource, id.String(),
 			erasure.Erased{ErasureID: row.ID.String(), IdentityID: id.String()})
 		if err != nil {
 			return err
@@ -327,7 +329,7 @@ func (s *Service) RecordErasureProgress(ctx context.Context, tenant uuid.UUID, p
 		if row.SubjectKind == subjectTenant {
 			typ = erasure.EventTenantCompleted
 		}
-		ev, err := bus.NewEvent(tenant.String(), typ, EventSource, row.ID.String(),
+		ev, err := bus.NewEvent(tenant.String(), typ, EventSource, row.SubjectID.String(),
 			erasure.Completed{ErasureID: row.ID.String(), SubjectID: row.SubjectID.String()})
 		if err != nil {
 			return err

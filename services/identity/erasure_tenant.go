@@ -98,7 +98,7 @@ func (s *Service) EraseTenant(ctx context.Context, tenant uuid.UUID, requestedBy
 		if err != nil {
 			return err
 		}
-		ev, err := bus.NewEvent(tenant.String(), erasure.EventTenantErased, EventSource, row.ID.String(),
+		ev, err := bus.NewEvent(tenant.String(), erasure.EventTenantErased, EventSource, tenant.String(),
 			erasure.Erased{ErasureID: row.ID.String(), TenantID: tenant.String()})
 		if err != nil {
 			return err
