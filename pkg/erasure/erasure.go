@@ -41,13 +41,14 @@ const (
 	ServiceKeyring  = "keyring"
 	ServiceMemory   = "memory"
 	ServiceUsage    = "usage"
+	ServiceWebhooks = "webhooks"
 )
 
 // Services are the services that hold data about identities and must report
 // before an erasure completes, besides the identity service itself (which erases
 // its rows in the request) and the keyring (whose keys it destroys right after).
 // A service added here must consume the erased events and report progress.
-var Services = []string{ServiceMemory, ServiceUsage}
+var Services = []string{ServiceMemory, ServiceUsage, ServiceWebhooks}
 
 // Erased is the data of identity.erased and tenant.erased.
 type Erased struct {

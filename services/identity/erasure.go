@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"time"
 
 	"github.com/google/uuid"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -236,7 +237,7 @@ func (s *Service) eraseIdentityRows(ctx context.Context, tx *store.Tx, tenant, i
 	if _, err := tx.ForgetAPIKeyCreator(ctx, &id); err != nil {
 		return nil, fmt.Errorf("forget api key creator: %w", err)
 	}
-	_, item, err := s.removeIdentity(ctx, tx, tenant, id, true)
+	_, item, err := s.removeIdentity(ctx, tx, tenant, id, true, true)
 	if err != nil {
 		return nil, err
 	}
@@ -249,6 +250,32 @@ func (s *Service) eraseIdentityRows(ctx context.Context, tx *store.Tx, tenant, i
 		c("api_keys", n.ApiKeys), c("mfa_factors", n.MfaFactors), c("mfa_backup_codes", n.MfaBackupCodes),
 		c("sso_links", n.SsoLinks), c("invitations", int64(len(prefixes))),
 	}, nil
+}
+
+// revokeErasedSessions revokes the live sessions of an identity being erased, as
+// revokeIdentitySessions does, but its session.revoked events carry only what
+// verifiers need (the session and identity ids and the revocation time): the
+// session's client address and user agent are personal data, and the events
+// outlive the erasure in the stream and the event store.
+func (s *Service) revokeErasedSessions(ctx context.Context, tx *store.Tx, tenant, identity uuid.UUID, except *uuid.UUID, reason string) ([]sqlc.IdentitySession, error) {
+	rows, err := tx.RevokeIdentitySessions(ctx, sqlc.RevokeIdentitySessionsParams{Reason: reason, IdentityID: identity, ExceptID: except})
+	if err != nil {
+		return nil, fmt.Errorf("revoke sessions: %w", err)
+	}
+	until := time.Now().Add(auth.MaxAccessTokenTTL + time.Minute)
+	for _, sess := range rows {
+		if err := tx.AddRevokedSession(ctx, sqlc.AddRevokedSessionParams{SessionID: sess.ID, UntilTime: until}); err != nil {
+			return nil, fmt.Errorf("record revoked session: %w", err)
+		}
+		revoked := &identityv1.Session{Id: sess.ID.String(), IdentityId: identity.String(), TenantId: tenant.String()}
+		if sess.RevokeTime != nil {
+			revoked.RevokeTime = timestamppb.New(*sess.RevokeTime)
+		}
+		if err := s.emit(ctx, tx, tenant, auth.SessionRevokedEvent, sess.ID.String(), revoked); err != nil {
+			return nil, err
+		}
+	}
+	return rows, nil
 }
 
 // createReceipt writes a new receipt in tx.

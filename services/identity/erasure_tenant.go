@@ -74,7 +74,7 @@ func (s *Service) EraseTenant(ctx context.Context, tenant uuid.UUID, requestedBy
 			return err
 		}
 		for _, id := range ids {
-			_, item, err := s.removeIdentity(ctx, tx, tenant, id, true)
+			_, item, err := s.removeIdentity(ctx, tx, tenant, id, true, true)
 			if err != nil {
 				return err
 			}

@@ -297,7 +297,7 @@ func (s *Service) deleteIdentity(ctx context.Context, tx *store.Tx, tenant uuid.
 	if !isAdmin(p) && !isSelf(p, id) {
 		return fallout{}, apierr.PermissionDenied("only tenant admins delete other identities")
 	}
-	row, f, err := s.removeIdentity(ctx, tx, tenant, id, hard)
+	row, f, err := s.removeIdentity(ctx, tx, tenant, id, hard, false)
 	if err != nil {
 		return fallout{}, err
 	}
@@ -313,9 +313,9 @@ func (s *Service) deleteIdentity(ctx context.Context, tx *store.Tx, tenant uuid.
 
 // removeIdentity is the deletion itself, without the event: it soft-deletes (or
 // with hard, purges) the identity and revokes its sessions and API keys. Erasure
-// purges through it too and announces identity.erased instead, an event that
-// carries no personal data.
-func (s *Service) removeIdentity(ctx context.Context, tx *store.Tx, tenant, id uuid.UUID, hard bool) (sqlc.IdentityIdentity, fallout, error) {
+// purges through it too (erase: the revocation events carry ids only) and
+// announces identity.erased instead, an event that carries no personal data.
+func (s *Service) removeIdentity(ctx context.Context, tx *store.Tx, tenant, id uuid.UUID, hard, erase bool) (sqlc.IdentityIdentity, fallout, error) {
 	// The lock holds back sign-ins that would open a session after the revocation
 	// below: their session insert waits for this transaction.
 	row, err := tx.LockIdentity(ctx, id)
@@ -340,7 +340,11 @@ func (s *Service) removeIdentity(ctx context.Context, tx *store.Tx, tenant, id u
 	if err != nil {
 		return row, fallout{}, err
 	}
-	if f.sessions, err = s.revokeIdentitySessions(ctx, tx, tenant, id, nil, revokeIdentityInactive); err != nil {
+	revoke := s.revokeIdentitySessions
+	if erase {
+		revoke = s.revokeErasedSessions
+	}
+	if f.sessions, err = revoke(ctx, tx, tenant, id, nil, revokeIdentityInactive); err != nil {
 		return row, fallout{}, err
 	}
 	if !hard {

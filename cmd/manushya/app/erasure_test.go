@@ -259,6 +259,7 @@ func TestEraseIdentityEndToEnd(t *testing.T) {
 	require.EqualValues(t, 4, rec.count("memory", "memory_versions"))
 	require.Positive(t, rec.count("usage", "usage_events"))
 	require.Positive(t, rec.count("usage", "usage_rollups"))
+	require.Positive(t, rec.count("webhooks", "events"))
 
 	// Asking again returns the same receipt; the list has it.
 	code, body = rest(t, tgt, http.MethodPost, "/v1/identity/"+subject.id+"/erase", admin, `{}`)
@@ -323,6 +324,16 @@ func TestEraseIdentityEndToEnd(t *testing.T) {
 		`SELECT count(*) FROM usage.rollup_span WHERE identity_id = $1`,
 		`SELECT count(*) FROM usage.identity_activity WHERE identity_id = $1`,
 		`SELECT count(*) FROM keyring.dek_material WHERE identity_id = $1`,
+		// The event store keeps the erasure's own events, which name the identity by
+		// id only (identity.erased, its session revocations, the reports), and may
+		// record usage metered in the second before the erasure after it (ids and
+		// counts): nothing with content.
+		`SELECT count(*) FROM webhooks.events WHERE (identity_id = $1 OR subject = $1::text OR data ->> 'identity_id' = $1::text)
+		   AND type NOT IN ('identity.erased', 'identity.erasure.completed', 'erasure.progress', 'session.revoked', 'usage.recorded')`,
+		`SELECT count(*) FROM webhooks.events WHERE (identity_id = $1 OR subject = $1::text OR data ->> 'identity_id' = $1::text)
+		   AND (data ? 'client_ip' OR data ? 'user_agent' OR data ? 'external_id' OR data ? 'text')`,
+		// (The failed sign-in above, made after the erasure, is a new event.)
+		`SELECT count(*) FROM webhooks.events WHERE $1::uuid IS NOT NULL AND data::text LIKE '%erase-me%' AND type <> 'auth.login.failed'`,
 	} {
 		args := []any{sid}
 		if strings.Contains(q, "$2") {
@@ -366,7 +377,7 @@ func TestEraseIdentityEndToEnd(t *testing.T) {
 func TestEraseTenantEndToEnd(t *testing.T) {
 	t.Parallel()
 	s := newStack(t)
-	a := s.start(t, "all", "MANUSHYA_ENCRYPTION_KEK="+erasureKEK)
+	a := s.start(t, "all", "MANUSHYA_ENCRYPTION_KEK="+erasureKEK, "MANUSHYA_WEBHOOKS_ALLOWED_ADDRESSES=127.0.0.0/8")
 	ctx := context.Background()
 	op, err := a.Identity().Service().Bootstrap(ctx, "keep-tenant", "Keep")
 	require.NoError(t, err)
@@ -379,7 +390,9 @@ func TestEraseTenantEndToEnd(t *testing.T) {
 	awaitUsage(t, db, erased.id)
 	awaitUsage(t, db, kept.id)
 
-	code, body := rest(t, tgt, http.MethodPost, "/v1/tenants/"+gone.TenantID+"/erase", erased.apiKey, `{}`)
+	code, body := rest(t, tgt, http.MethodPost, "/v1/webhooks", gone.APIKey, `{"name":"gone","url":"http://127.0.0.1:9/hook","events":["memory.created"]}`)
+	require.Equal(t, http.StatusOK, code, string(body))
+	code, body = rest(t, tgt, http.MethodPost, "/v1/tenants/"+gone.TenantID+"/erase", erased.apiKey, `{}`)
 	require.Equal(t, http.StatusForbidden, code, string(body))
 	code, body = rest(t, tgt, http.MethodPost, "/v1/tenants/"+gone.TenantID+"/erase", op.APIKey, `{"reason":"contract ended"}`)
 	require.Equal(t, http.StatusOK, code, string(body))
@@ -393,6 +406,7 @@ func TestEraseTenantEndToEnd(t *testing.T) {
 	require.EqualValues(t, 3, rec.count("memory", "memories"))
 	require.Positive(t, rec.count("usage", "usage_events"))
 	require.Positive(t, rec.count("keyring", "data_keys"))
+	require.EqualValues(t, 1, rec.count("webhooks", "webhook_endpoints"))
 
 	code, body = rest(t, tgt, http.MethodGet, "/v1/identity/me", gone.APIKey, "")
 	require.Equal(t, http.StatusUnauthorized, code, string(body))
@@ -408,6 +422,11 @@ func TestEraseTenantEndToEnd(t *testing.T) {
 		`SELECT count(*) FROM usage.rollup_daily WHERE tenant_id = $1`,
 		`SELECT count(*) FROM usage.rollup_type_daily WHERE tenant_id = $1`,
 		`SELECT count(*) FROM keyring.dek_material WHERE tenant_id = $1`,
+		// Only the erasure's own events (ids only) may be left in the event store.
+		`SELECT count(*) FROM webhooks.events WHERE tenant_id = $1
+		   AND type NOT IN ('tenant.erased', 'tenant.erasure.completed', 'erasure.progress', 'session.revoked', 'usage.recorded')`,
+		`SELECT count(*) FROM webhooks.events WHERE tenant_id = $1 AND data::text LIKE '%gone@example.com%'`,
+		`SELECT count(*) FROM webhooks.endpoints WHERE tenant_id = $1`,
 	} {
 		require.Zero(t, countRows(t, db, q, tid), q)
 	}
