@@ -52,6 +52,7 @@ var routes = []route{
 	// GET /v1/identity/me/export is registered after /v1/identity/{id}/export (the
 	// generated code keeps the proto's order) and so is tried first.
 	{UpstreamIdentity, "manushya.identity.v1.ExportService", via(identityv1.NewExportServiceClient, identityv1.RegisterExportServiceHandlerClient)},
+	{UpstreamIdentity, "manushya.identity.v1.ErasureService", via(identityv1.NewErasureServiceClient, identityv1.RegisterErasureServiceHandlerClient)},
 	{UpstreamMemory, "manushya.memory.v1.MemoryService", via(memoryv1.NewMemoryServiceClient, memoryv1.RegisterMemoryServiceHandlerClient)},
 	{UpstreamEmbedding, "manushya.embedding.v1.EmbeddingService", via(embeddingv1.NewEmbeddingServiceClient, embeddingv1.RegisterEmbeddingServiceHandlerClient)},
 	{UpstreamPolicy, "manushya.policy.v1.PolicyService", via(policyv1.NewPolicyServiceClient, policyv1.RegisterPolicyServiceHandlerClient)},

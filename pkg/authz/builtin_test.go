@@ -95,7 +95,7 @@ func TestBuiltinRolesByRole(t *testing.T) {
 		"identity.read_self", "identity.set_password", "memory.create", "memory.search", "memory.delete",
 		"api_key.create", "api_key.revoke", "webhook.create", "webhook.list", "policy.update",
 		"session.cleanup", "audit.export", "usage.manage", "sso_provider.delete",
-		"memory.settings_read", "memory.settings_update",
+		"memory.settings_read", "memory.settings_update", "identity.erase", "identity.erasure_read",
 	}
 	selfService := []string{
 		"identity.read_self", "auth.logout", "auth.mfa_setup", "auth.mfa_verify", "auth.mfa_disable",
@@ -111,7 +111,7 @@ func TestBuiltinRolesByRole(t *testing.T) {
 	add(readonly, true, selfService...)
 	add(readonly, false, "identity.create", "identity.update", "identity.delete", "identity.set_password",
 		"memory.create", "memory.update", "memory.delete", "api_key.create", "webhook.create",
-		"policy.create", "session.cleanup", "usage.manage", "memory.settings_read", "memory.settings_update")
+		"policy.create", "session.cleanup", "usage.manage", "memory.settings_read", "memory.settings_update", "identity.erase", "identity.erasure_read")
 
 	for _, roles := range [][]string{user, agent} {
 		add(roles, true, selfService...)
@@ -119,7 +119,7 @@ func TestBuiltinRolesByRole(t *testing.T) {
 			"memory.delete", "memory.restore")
 		add(roles, false, "identity.create", "identity.read", "identity.list", "identity.update",
 			"identity.delete", "api_key.create", "webhook.list", "policy.read", "session.cleanup", "embedding.embed",
-			"memory.settings_read", "memory.settings_update")
+			"memory.settings_read", "memory.settings_update", "identity.erase", "identity.erasure_read")
 	}
 
 	add(nil, true, selfService...)

@@ -11,4 +11,9 @@
 // binary). Claims a tenant lists in TenantSettings.sensitive_claims are sealed per
 // identity in identity.sensitive_claims, opened for readers and redacted in events
 // and audit records (claims_sensitive.go).
+//
+// ErasureService (erasure.go, erasure_tenant.go) erases an identity or a tenant:
+// its rows here in one transaction with the receipt and identity.erased (or
+// tenant.erased), then its data keys; the other services report their part with
+// erasure.progress, which completes the receipt (pkg/erasure, docs/privacy.md).
 package identity

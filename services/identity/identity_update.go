@@ -316,49 +316,9 @@ func (s *Service) deleteIdentity(ctx context.Context, tx *store.Tx, tenant uuid.
 	if !isAdmin(p) && !isSelf(p, id) {
 		return fallout{}, apierr.PermissionDenied("only tenant admins delete other identities")
 	}
-	// The lock holds back sign-ins that would open a session after the revocation
-	// below: their session insert waits for this transaction.
-	row, err := tx.LockIdentity(ctx, id)
-	if err := store.MapErr(err); err != nil {
-		if errors.Is(err, store.ErrNotFound) {
-			return fallout{}, apierr.NotFound("identity", id.String())
-		}
-		return fallout{}, err
-	}
-	switch {
-	case hard:
-		// Purged below, once keys are collected and sessions revoked (the purge
-		// cascades them away). A soft-deleted identity can still be purged.
-	case row.DeleteTime != nil:
-		return fallout{}, apierr.NotFound("identity", id.String())
-	default:
-		if row, err = tx.SoftDeleteIdentity(ctx, id); err != nil {
-			return fallout{}, fmt.Errorf("soft-delete identity %s: %w", id, store.MapErr(err))
-		}
-	}
-	f, err := credentialsOf(ctx, tx, id)
+	row, f, err := s.removeIdentity(ctx, tx, tenant, id, hard, false)
 	if err != nil {
 		return fallout{}, err
-	}
-	if f.sessions, err = s.revokeIdentitySessions(ctx, tx, tenant, id, nil, revokeIdentityInactive); err != nil {
-		return fallout{}, err
-	}
-	if !hard {
-		// The keys would already fail on the deleted identity; revoking them says so
-		// in the key list and its events, and keeps them dead if it is restored.
-		for i, k := range f.keys {
-			if k.RevokeTime != nil {
-				continue
-			}
-			if err := s.revokeKey(ctx, tx, tenant, k.ID, "identity_deleted", &f.keys[i]); err != nil {
-				return fallout{}, fmt.Errorf("revoke api key %s: %w", k.ID, err)
-			}
-		}
-	}
-	if hard {
-		if row, err = tx.HardDeleteIdentity(ctx, id); err != nil {
-			return fallout{}, fmt.Errorf("purge identity %s: %w", id, store.MapErr(err))
-		}
 	}
 	ident, err := identityToProto(row)
 	if err != nil {
@@ -368,6 +328,62 @@ func (s *Service) deleteIdentity(ctx context.Context, tx *store.Tx, tenant uuid.
 		return fallout{}, err
 	}
 	return f, nil
+}
+
+// removeIdentity is the deletion itself, without the event: it soft-deletes (or
+// with hard, purges) the identity and revokes its sessions and API keys. Erasure
+// purges through it too (erase: the revocation events carry ids only) and
+// announces identity.erased instead, an event that carries no personal data.
+func (s *Service) removeIdentity(ctx context.Context, tx *store.Tx, tenant, id uuid.UUID, hard, erase bool) (sqlc.IdentityIdentity, fallout, error) {
+	// The lock holds back sign-ins that would open a session after the revocation
+	// below: their session insert waits for this transaction.
+	row, err := tx.LockIdentity(ctx, id)
+	if err := store.MapErr(err); err != nil {
+		if errors.Is(err, store.ErrNotFound) {
+			return row, fallout{}, apierr.NotFound("identity", id.String())
+		}
+		return row, fallout{}, err
+	}
+	switch {
+	case hard:
+		// Purged below, once keys are collected and sessions revoked (the purge
+		// cascades them away). A soft-deleted identity can still be purged.
+	case row.DeleteTime != nil:
+		return row, fallout{}, apierr.NotFound("identity", id.String())
+	default:
+		if row, err = tx.SoftDeleteIdentity(ctx, id); err != nil {
+			return row, fallout{}, fmt.Errorf("soft-delete identity %s: %w", id, store.MapErr(err))
+		}
+	}
+	f, err := credentialsOf(ctx, tx, id)
+	if err != nil {
+		return row, fallout{}, err
+	}
+	revoke := s.revokeIdentitySessions
+	if erase {
+		revoke = s.revokeErasedSessions
+	}
+	if f.sessions, err = revoke(ctx, tx, tenant, id, nil, revokeIdentityInactive); err != nil {
+		return row, fallout{}, err
+	}
+	if !hard {
+		// The keys would already fail on the deleted identity; revoking them says so
+		// in the key list and its events, and keeps them dead if it is restored.
+		for i, k := range f.keys {
+			if k.RevokeTime != nil {
+				continue
+			}
+			if err := s.revokeKey(ctx, tx, tenant, k.ID, "identity_deleted", &f.keys[i]); err != nil {
+				return row, fallout{}, fmt.Errorf("revoke api key %s: %w", k.ID, err)
+			}
+		}
+	}
+	if hard {
+		if row, err = tx.HardDeleteIdentity(ctx, id); err != nil {
+			return row, fallout{}, fmt.Errorf("purge identity %s: %w", id, store.MapErr(err))
+		}
+	}
+	return row, f, nil
 }
 
 // itemStatus is the google.rpc.Status of one bulk item; internal failures are

@@ -59,6 +59,7 @@ type Deps struct {
 type Module struct {
 	svc     *Service
 	relay   *outbox.Relay
+	bus     *bus.Bus
 	logger  *slog.Logger
 	workers *worker.Group
 }
@@ -107,6 +108,7 @@ func New(cfg Config, deps Deps) (*Module, error) {
 	}
 	if deps.Bus != nil {
 		m.relay = outbox.NewRelay(deps.Pool, deps.Bus.JS, store.Schema, logger, outbox.WithRegisterer(deps.Registerer))
+		m.bus = deps.Bus
 	}
 	return m, nil
 }
@@ -122,6 +124,7 @@ func (m *Module) Register(s grpc.ServiceRegistrar) {
 	identityv1.RegisterInvitationServiceServer(s, &invitationServer{svc: m.svc})
 	registerSSO(s, m.svc)
 	identityv1.RegisterExportServiceServer(s, &exportServer{svc: m.svc})
+	identityv1.RegisterErasureServiceServer(s, &erasureServer{svc: m.svc})
 }
 
 // Authenticator verifies the credentials this service issues.
@@ -130,10 +133,12 @@ func (m *Module) Authenticator() auth.Authenticator { return m.svc }
 // Service exposes the domain logic to the composition root (bootstrap).
 func (m *Module) Service() *Service { return m.svc }
 
-// Start launches the outbox relay.
+// Start launches the outbox relay and the consumer that adds the services'
+// erasure reports to the receipts.
 func (m *Module) Start(ctx context.Context) error {
 	if m.relay != nil {
 		m.workers.Go(ctx, "identity outbox relay", m.relay.Run)
+		m.workers.Go(ctx, "identity erasure receipts", func(ctx context.Context) error { return m.svc.consumeErasureProgress(ctx, m.bus) })
 	}
 	if err := m.svc.startKeyCache(ctx, m.workers); err != nil {
 		return err

@@ -168,7 +168,8 @@ func (m *Module) Register(s grpc.ServiceRegistrar) {
 
 // Start launches the outbox relay, the module's own search meter if it has one,
 // the embedder (a durable JetStream consumer of memory.created and
-// memory.updated) and the sweepers: embedding, TTL, restore window, encryption.
+// memory.updated), the erasure consumer (identity.erased, tenant.erased: erasure.go)
+// and the sweepers: embedding, TTL, restore window, encryption.
 func (m *Module) Start(ctx context.Context) error {
 	if m.relay != nil {
 		m.workers.Go(ctx, "memory outbox relay", m.relay.Run)
@@ -182,6 +183,7 @@ func (m *Module) Start(ctx context.Context) error {
 	}
 	if m.bus != nil {
 		m.workers.Go(ctx, "memory embedder", func(ctx context.Context) error { return m.embedder.consume(ctx, m.bus) })
+		m.workers.Go(ctx, "memory erasure", func(ctx context.Context) error { return m.svc.consumeErasures(ctx, m.bus) })
 	}
 	m.workers.Go(ctx, "memory embedding sweeper", func(ctx context.Context) error {
 		return every(ctx, m.cfg.SweepInterval, m.embedder.sweep)

@@ -161,10 +161,14 @@ func (m *Module) Register(s grpc.ServiceRegistrar) {
 // LimitSource returns the stored rate limits as a ratelimit.LimitSource.
 func (m *Module) LimitSource() ratelimit.LimitSource { return &LimitSource{store: m.svc.store} }
 
+// Service exposes the domain logic (tests, the composition root).
+func (m *Module) Service() *Service { return m.svc }
+
 // Quotas returns the quota checker (grpcserver.RateLimiter-shaped).
 func (m *Module) Quotas() *QuotaChecker { return m.svc.quotas }
 
-// Start launches the outbox relay, the metering consumer and partition upkeep.
+// Start launches the outbox relay, the metering consumer, the erasure consumer
+// (erasure.go) and partition upkeep.
 func (m *Module) Start(ctx context.Context) error {
 	if m.relay != nil {
 		m.workers.Go(ctx, "usage outbox relay", m.relay.Run)
@@ -175,6 +179,7 @@ func (m *Module) Start(ctx context.Context) error {
 		for range m.cfg.ConsumerWorkers {
 			m.workers.Go(ctx, "usage consumer", m.consumer.run)
 		}
+		m.workers.Go(ctx, "usage erasure", func(ctx context.Context) error { return m.svc.consumeErasures(ctx, m.consumer.bus) })
 	}
 	m.workers.Go(ctx, "usage partitions", m.maintain)
 	m.workers.Go(ctx, "monitoring sampler", m.monitor.sample)

@@ -62,6 +62,16 @@ var ssoProviderSchema = obj([]string{"id", "tenant_id", "name"}, map[string]any{
 	"create_time": ts, "update_time": ts,
 })
 
+// erasedSchema is the data of identity.erased and tenant.erased: ids only, never
+// the erased personal data.
+var erasedSchema = obj([]string{"erasure_id"}, map[string]any{
+	"erasure_id": uuidStr, "identity_id": uuidStr, "tenant_id": uuidStr,
+})
+
+var erasureCompletedSchema = obj([]string{"erasure_id", "subject_id"}, map[string]any{
+	"erasure_id": uuidStr, "subject_id": uuidStr,
+})
+
 var exSsoProvider = map[string]any{
 	"id": "01936b2e-5e00-7c3e-9d2b-1a2b3c4d5e6f", "tenant_id": "01936b2e-0000-7000-8000-000000000001",
 	"name": "okta", "display_name": "Sign in with Okta", "preset": "SSO_PROVIDER_PRESET_GENERIC",
@@ -92,6 +102,21 @@ var catalogue = []eventTypeDef{
 			"identity_id": uuidStr, "min_generation": map[string]any{"type": "integer"}, "revoke_time": ts,
 		}),
 		map[string]any{"identity_id": "01936b2e-6f1a-7c3e-9d2b-1a2b3c4d5e6f", "min_generation": 2, "revoke_time": "2026-01-01T00:00:00Z"}},
+	{"identity.erased", "An identity is being erased (GDPR): its rows in the identity service are gone and its data key destroyed; every other service now removes its data. Ids only.",
+		erasedSchema, map[string]any{"erasure_id": "01936b2e-9d00-7c3e-9d2b-1a2b3c4d5e6f", "identity_id": "01936b2e-6f1a-7c3e-9d2b-1a2b3c4d5e6f"}},
+	{"identity.erasure.completed", "Every service removed its part of an identity's erasure; the receipt is COMPLETED.",
+		erasureCompletedSchema, map[string]any{"erasure_id": "01936b2e-9d00-7c3e-9d2b-1a2b3c4d5e6f", "subject_id": "01936b2e-6f1a-7c3e-9d2b-1a2b3c4d5e6f"}},
+	{"tenant.erased", "A whole tenant is being erased: every identity's and the tenant's data keys are destroyed; every service now removes the tenant's data.",
+		erasedSchema, map[string]any{"erasure_id": "01936b2e-9d00-7c3e-9d2b-1a2b3c4d5e6f", "tenant_id": "01936b2e-0000-7000-8000-000000000001"}},
+	{"tenant.erasure.completed", "Every service removed its part of a tenant's erasure; the receipt is COMPLETED.",
+		erasureCompletedSchema, map[string]any{"erasure_id": "01936b2e-9d00-7c3e-9d2b-1a2b3c4d5e6f", "subject_id": "01936b2e-0000-7000-8000-000000000001"}},
+	{"erasure.progress", "A service reports what it removed for an erasure (counts by kind); the identity service adds it to the receipt.",
+		obj([]string{"erasure_id", "service", "counts"}, map[string]any{
+			"erasure_id": uuidStr, "service": str,
+			"counts": map[string]any{"type": "array", "items": obj([]string{"kind", "count"}, map[string]any{"kind": str, "count": integer})},
+		}),
+		map[string]any{"erasure_id": "01936b2e-9d00-7c3e-9d2b-1a2b3c4d5e6f", "service": "memory",
+			"counts": []any{map[string]any{"kind": "memories", "count": 120}, map[string]any{"kind": "memory_versions", "count": 131}}}},
 	{"sso.provider.created", "A single sign-on (OIDC) provider was configured; the client secret is never included.", ssoProviderSchema, exSsoProvider},
 	{"sso.provider.updated", "A single sign-on provider's settings changed.", ssoProviderSchema, exSsoProvider},
 	{"sso.provider.deleted", "A single sign-on provider was deleted; sign-ins through it stop.", ssoProviderSchema, exSsoProvider},

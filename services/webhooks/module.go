@@ -179,7 +179,8 @@ func (m *Module) Register(s grpc.ServiceRegistrar) {
 func (m *Module) Service() *Service { return m.svc }
 
 // Start launches the outbox relay, the event store, audit writer, audit record
-// writer and dispatcher consumers, the delivery scheduler and the retention loop.
+// writer, dispatcher and erasure (erasure.go) consumers, the delivery scheduler
+// and the retention loop.
 func (m *Module) Start(ctx context.Context) error {
 	s := m.svc
 	if s.store.Pool() == nil {
@@ -203,6 +204,7 @@ func (m *Module) Start(ctx context.Context) error {
 		m.workers.Go(ctx, "webhook dispatcher", func(ctx context.Context) error {
 			return consume(ctx, m.bus, ConsumerDispatcher, s.cfg.ConsumerWorkers, s.logger, s.dispatchEvents)
 		})
+		m.workers.Go(ctx, "webhooks erasure", func(ctx context.Context) error { return s.consumeErasures(ctx, m.bus) })
 	}
 	m.workers.Go(ctx, "webhook delivery scheduler", s.deliverer.run)
 	m.workers.Go(ctx, "webhooks retention", s.retentionLoop)

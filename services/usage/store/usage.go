@@ -35,6 +35,10 @@ type Event struct {
 const ingestSQL = `WITH input AS (
   SELECT * FROM unnest($2::text[], $3::text[], $4::text[], $5::bigint[], $6::uuid[], $7::timestamptz[], $8::jsonb[])
     AS t(id, source, type, quantity, identity_id, event_time, properties)
+  -- Usage of an erased identity or tenant, delivered after its erasure, is not
+  -- stored: it would bring the erased details back (IngestLock).
+  WHERE NOT EXISTS (SELECT 1 FROM usage.erasures e
+                    WHERE e.tenant_id = $1 AND (e.identity_id IS NULL OR e.identity_id = t.identity_id))
 ), fresh AS (
   INSERT INTO usage.event_keys (tenant_id, source, id)
   SELECT $1, source, id FROM input ORDER BY source, id
@@ -89,6 +93,13 @@ SELECT source, id FROM ins`
 // zeroDays is an empty usage.identity_activity bit string.
 const zeroDays = "repeat('0', 366)::bit(366)"
 
+// IngestLock is the advisory lock between storing usage and erasing it: every
+// Ingest transaction holds it shared, an erasure takes it exclusively before it
+// deletes (services/usage/erasure.go). A batch that began before the erasure
+// was recorded in usage.erasures is stored before the erasure deletes; one that
+// begins after sees the record and leaves the erased events out.
+const IngestLock int64 = 0x75736167_65726173
+
 // Ingest stores events of any tenants in one transaction and reports, per event,
 // whether it was new (false: its (tenant, source, id) was recorded before, or
 // earlier in the same batch). Deadlocks with concurrent batches are retried.
@@ -120,6 +131,7 @@ func (s *Store) Ingest(ctx context.Context, events []Event) ([]bool, error) {
 		// behind the setting that binds it to its tenant.
 		err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 			var b pgx.Batch
+			b.Queue("SELECT pg_advisory_xact_lock_shared($1)", IngestLock)
 			wheres := make([]map[[2]string]int, len(tenants))
 			for k, t := range tenants {
 				b.Queue("SELECT set_config($1, $2, true)", postgres.TenantSetting, t.String())
@@ -129,6 +141,9 @@ func (s *Store) Ingest(ctx context.Context, events []Event) ([]bool, error) {
 			}
 			res := tx.SendBatch(ctx, &b)
 			defer func() { _ = res.Close() }()
+			if _, err := res.Exec(); err != nil {
+				return err
+			}
 			for k := range tenants {
 				if _, err := res.Exec(); err != nil {
 					return err

@@ -34,6 +34,20 @@ type IdentityApiKeyPrefix struct {
 	TenantID uuid.UUID
 }
 
+type IdentityErasure struct {
+	ID              uuid.UUID
+	TenantID        uuid.UUID
+	SubjectKind     string
+	SubjectID       uuid.UUID
+	RequestedBy     string
+	Reason          string
+	State           string
+	Counts          []byte
+	PendingServices []string
+	RequestedAt     time.Time
+	CompletedAt     *time.Time
+}
+
 type IdentityIdempotencyKey struct {
 	TenantID    uuid.UUID
 	Key         string

@@ -26,6 +26,15 @@ type MemoryEmbeddingJob struct {
 	LastError string
 }
 
+type MemoryErasure struct {
+	ErasureID  uuid.UUID
+	TenantID   uuid.UUID
+	Memories   int64
+	Versions   int64
+	CreateTime time.Time
+	ReportTime *time.Time
+}
+
 type MemoryExpiration struct {
 	MemoryID   uuid.UUID
 	TenantID   uuid.UUID

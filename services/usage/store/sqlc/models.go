@@ -11,6 +11,14 @@ import (
 	"github.com/jackc/pgx/v5/pgtype"
 )
 
+type UsageErasure struct {
+	ErasureID  uuid.UUID
+	TenantID   uuid.UUID
+	IdentityID *uuid.UUID
+	CreateTime time.Time
+	ReportTime *time.Time
+}
+
 type UsageEvent struct {
 	TenantID   uuid.UUID
 	ID         string

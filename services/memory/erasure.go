@@ -1,0 +1,141 @@
+package memory
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+
+	"github.com/google/uuid"
+
+	"github.com/manushya-ai/manushya/pkg/bus"
+	"github.com/manushya-ai/manushya/pkg/erasure"
+	"github.com/manushya-ai/manushya/services/memory/store"
+)
+
+// erasureConsumerName is the durable consumer of identity.erased and tenant.erased.
+const erasureConsumerName = "memory-erasure"
+
+// erasureBatch is how many memories one transaction removes: an identity with
+// 100,000 memories is erased in a few dozen short transactions rather than one
+// that holds its locks and its WAL for the whole run.
+const erasureBatch = 5000
+
+// consumeErasures removes the memories of erased identities and tenants until
+// ctx ends (see pkg/erasure).
+func (s *Service) consumeErasures(ctx context.Context, b *bus.Bus) error {
+	return erasure.Consume(ctx, b, erasureConsumerName,
+		[]string{erasure.EventIdentityErased, erasure.EventTenantErased}, s.logger,
+		func(ctx context.Context, ev bus.Event) error {
+			tenant, err := uuid.Parse(ev.Tenant)
+			if err != nil {
+				return nil
+			}
+			var data erasure.Erased
+			if err := json.Unmarshal(ev.Data, &data); err != nil {
+				s.logger.WarnContext(ctx, "erasure event not understood; dropped", "event", ev.ID, "err", err)
+				return nil
+			}
+			erasureID, err := uuid.Parse(data.ErasureID)
+			if err != nil {
+				s.logger.WarnContext(ctx, "erasure event names no erasure; dropped", "event", ev.ID)
+				return nil
+			}
+			var identity *uuid.UUID
+			if ev.Type == erasure.EventIdentityErased {
+				id, err := uuid.Parse(data.IdentityID)
+				if err != nil {
+					s.logger.WarnContext(ctx, "identity.erased names no identity; dropped", "event", ev.ID)
+					return nil
+				}
+				identity = &id
+			}
+			return s.Erase(ctx, tenant, erasureID, identity)
+		})
+}
+
+// Erase hard-deletes every memory of identity in tenant (of the whole tenant when
+// identity is nil) with its versions, embedding, and pending jobs, in batches of
+// erasureBatch, then reports the counts with erasure.progress. It may run again
+// for the same erasure (a redelivery, a restart halfway): the counts carry over
+// in memory.erasures and the report is sent once.
+func (s *Service) Erase(ctx context.Context, tenant, erasureID uuid.UUID, identity *uuid.UUID) error {
+	for {
+		var done bool
+		err := s.store.InTenant(ctx, tenant, func(tx *store.Tx) error {
+			var reported bool
+			if err := tx.Tx.QueryRow(ctx, `INSERT INTO memory.erasures (erasure_id, tenant_id) VALUES ($1, $2)
+				ON CONFLICT (erasure_id) DO UPDATE SET erasure_id = EXCLUDED.erasure_id
+				RETURNING report_time IS NOT NULL`, erasureID, tenant).Scan(&reported); err != nil {
+				return fmt.Errorf("erasure progress row: %w", err)
+			}
+			if reported {
+				done = true
+				return nil
+			}
+			// The batch's rows are locked, so a concurrent update of one of them
+			// waits and then finds it gone.
+			rows, err := tx.Tx.Query(ctx, `SELECT id FROM memory.memories
+				WHERE tenant_id = $1 AND ($2::uuid IS NULL OR identity_id = $2)
+				LIMIT $3 FOR UPDATE`, tenant, identity, erasureBatch)
+			if err != nil {
+				return err
+			}
+			var ids []uuid.UUID
+			for rows.Next() {
+				var id uuid.UUID
+				if err := rows.Scan(&id); err != nil {
+					rows.Close()
+					return err
+				}
+				ids = append(ids, id)
+			}
+			rows.Close()
+			if err := rows.Err(); err != nil {
+				return err
+			}
+			var memories, versions int64
+			if len(ids) > 0 {
+				tag, err := tx.Tx.Exec(ctx, `DELETE FROM memory.memory_versions WHERE memory_id = ANY ($1)`, ids)
+				if err != nil {
+					return fmt.Errorf("delete memory versions: %w", err)
+				}
+				versions = tag.RowsAffected()
+				// Embedding jobs and expirations go with their memories (ON DELETE
+				// CASCADE); the embedding is a column of the row.
+				if tag, err = tx.Tx.Exec(ctx, `DELETE FROM memory.memories WHERE id = ANY ($1)`, ids); err != nil {
+					return fmt.Errorf("delete memories: %w", err)
+				}
+				memories = tag.RowsAffected()
+			}
+			var total, totalVersions int64
+			if err := tx.Tx.QueryRow(ctx, `UPDATE memory.erasures SET memories = memories + $2, versions = versions + $3
+				WHERE erasure_id = $1 RETURNING memories, versions`, erasureID, memories, versions).Scan(&total, &totalVersions); err != nil {
+				return fmt.Errorf("erasure progress: %w", err)
+			}
+			if len(ids) == erasureBatch {
+				return nil
+			}
+			// The last batch: report in the same transaction.
+			ev, err := erasure.ProgressEvent(tenant.String(), eventSource, erasure.ServiceMemory, erasureID.String(),
+				[]erasure.Count{{Kind: "memories", Count: total}, {Kind: "memory_versions", Count: totalVersions}})
+			if err != nil {
+				return err
+			}
+			if err := tx.Emit(ctx, ev); err != nil {
+				return err
+			}
+			if _, err := tx.Tx.Exec(ctx, `UPDATE memory.erasures SET report_time = now() WHERE erasure_id = $1`, erasureID); err != nil {
+				return err
+			}
+			done = true
+			return nil
+		})
+		if err != nil {
+			return fmt.Errorf("erase memories (erasure %s): %w", erasureID, err)
+		}
+		if done {
+			return nil
+		}
+		erasure.KeepAlive(ctx)
+	}
+}
