@@ -6,7 +6,7 @@ import (
 
 	"github.com/manushya-ai/manushya/pkg/config"
 	"github.com/manushya-ai/manushya/pkg/keyring"
-	"github.com/manushya-ai/manushya/pkg/keyring/keyadmin"
+	"github.com/manushya-ai/manushya/services/keyadmin"
 	"github.com/manushya-ai/manushya/pkg/module"
 	"github.com/manushya-ai/manushya/pkg/postgres"
 	"github.com/manushya-ai/manushya/pkg/worker"

@@ -26,7 +26,7 @@ import (
 	"github.com/manushya-ai/manushya/pkg/auth"
 	"github.com/manushya-ai/manushya/pkg/grpcserver"
 	"github.com/manushya-ai/manushya/pkg/keyring"
-	"github.com/manushya-ai/manushya/pkg/keyring/keyadmin"
+	"github.com/manushya-ai/manushya/services/keyadmin"
 	"github.com/manushya-ai/manushya/pkg/keyring/keyringtest"
 	adminv1 "github.com/manushya-ai/manushya/pkg/pb/manushya/admin/v1"
 	errorsv1 "github.com/manushya-ai/manushya/pkg/pb/manushya/errors/v1"
