@@ -26,12 +26,12 @@ import (
 	"github.com/manushya-ai/manushya/pkg/auth"
 	"github.com/manushya-ai/manushya/pkg/grpcserver"
 	"github.com/manushya-ai/manushya/pkg/keyring"
-	"github.com/manushya-ai/manushya/services/keyadmin"
 	"github.com/manushya-ai/manushya/pkg/keyring/keyringtest"
 	adminv1 "github.com/manushya-ai/manushya/pkg/pb/manushya/admin/v1"
 	errorsv1 "github.com/manushya-ai/manushya/pkg/pb/manushya/errors/v1"
 	"github.com/manushya-ai/manushya/pkg/postgres"
 	"github.com/manushya-ai/manushya/pkg/postgres/pgtest"
+	"github.com/manushya-ai/manushya/services/keyadmin"
 )
 
 // A tenant-scoped sealed column for the tests to rotate under.

@@ -6,11 +6,11 @@ import (
 
 	"github.com/manushya-ai/manushya/pkg/config"
 	"github.com/manushya-ai/manushya/pkg/keyring"
-	"github.com/manushya-ai/manushya/services/keyadmin"
 	"github.com/manushya-ai/manushya/pkg/module"
 	"github.com/manushya-ai/manushya/pkg/postgres"
 	"github.com/manushya-ai/manushya/pkg/worker"
 	"github.com/manushya-ai/manushya/services/identity"
+	"github.com/manushya-ai/manushya/services/keyadmin"
 )
 
 // modKeyring is the hidden module of field-level encryption: every service that
