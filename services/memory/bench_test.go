@@ -220,6 +220,35 @@ func BenchmarkSearch(b *testing.B) {
 	require.NoError(b, err)
 	defer rawPool.Close()
 
+	// runRaw runs one statement in a search transaction at ef_search efv and
+	// returns the ids it found (every shape returns the memory id first).
+	runRaw := func(sql string, args []any, efv int) []string {
+		tx, err := rawPool.Begin(ctx)
+		if err != nil {
+			b.Error(err)
+			return nil
+		}
+		defer func() { _ = tx.Rollback(ctx) }()
+		if _, err := tx.Exec(ctx, `SELECT set_config('manushya.tenant_id', $1, true), set_config('hnsw.iterative_scan', 'relaxed_order', true),
+set_config('hnsw.ef_search', $2, true), set_config('plan_cache_mode', 'force_custom_plan', true),
+set_config('jit', 'off', true), set_config('max_parallel_workers_per_gather', '0', true)`, tb.tenantA.String(), strconv.Itoa(efv)); err != nil {
+			b.Error(err)
+			return nil
+		}
+		r, err := tx.Query(ctx, sql, args...)
+		if err != nil {
+			b.Error(err)
+			return nil
+		}
+		defer r.Close()
+		var got []string
+		for r.Next() {
+			if id, err := uuid.FromBytes(r.RawValues()[0]); err == nil {
+				got = append(got, id.String())
+			}
+		}
+		return got
+	}
 	for _, sc := range scenarios {
 		if os.Getenv("MEMORY_BENCH_EXPLAIN") != "" {
 			explainRaw(b, rawPool, tb.tenantA.String(), ef, sc.name, func() (string, []any) { return sc.raw(qs[0], 0) })
@@ -230,30 +259,7 @@ func BenchmarkSearch(b *testing.B) {
 			got := make([][]string, queries)
 			lat := measure(queries, 8, func(i int) {
 				sql, args := sc.raw(qs[i], i)
-				tx, err := rawPool.Begin(ctx)
-				if err != nil {
-					b.Error(err)
-					return
-				}
-				defer func() { _ = tx.Rollback(ctx) }()
-				if _, err := tx.Exec(ctx, `SELECT set_config('manushya.tenant_id', $1, true), set_config('hnsw.iterative_scan', 'relaxed_order', true),
-set_config('hnsw.ef_search', $2, true), set_config('plan_cache_mode', 'force_custom_plan', true),
-set_config('jit', 'off', true), set_config('max_parallel_workers_per_gather', '0', true)`, tb.tenantA.String(), strconv.Itoa(efv)); err != nil {
-					b.Error(err)
-					return
-				}
-				r, err := tx.Query(ctx, sql, args...)
-				if err != nil {
-					b.Error(err)
-					return
-				}
-				for r.Next() {
-					// Every shape returns the memory id first (store.Columns).
-					if id, err := uuid.FromBytes(r.RawValues()[0]); err == nil {
-						got[i] = append(got[i], id.String())
-					}
-				}
-				r.Close()
+				got[i] = runRaw(sql, args, efv)
 			})
 			return lat, got
 		}
@@ -293,6 +299,40 @@ set_config('jit', 'off', true), set_config('max_parallel_workers_per_gather', '0
 				fmt.Fprintf(os.Stderr, "%-15s ef_search %4d: raw p50 %6.2fms p95 %6.2fms | recall@10 %.3f\n",
 					sc.name, efv, ms(pct(lat, 50)), ms(pct(lat, 95)), recallOf(sc, got))
 			}
+		}
+	}
+	if baseline {
+		// Paired comparison, robust to the load of a shared machine: each query
+		// runs both shapes back to back (alternating which goes first), the
+		// fenced index at the configured ef_search and the unfenced one at 400,
+		// at concurrency 8 and then 1.
+		for _, conc := range []int{8, 1} {
+			fenced := make([]time.Duration, queries)
+			unfenced := make([]time.Duration, queries)
+			ratios := make([]float64, queries)
+			measure(queries, conc, func(i int) {
+				a := func() {
+					t := time.Now()
+					runRaw(annSQL(live, "$2", "$1", "$3", "$4"), []any{tb.tenantA, vecString(qs[i]), 2.0, 10}, ef)
+					fenced[i] = time.Since(t)
+				}
+				u := func() {
+					t := time.Now()
+					runRaw(unfencedANNSQL(live, "$2", "$3", "$4"), []any{tb.tenantA, vecString(qs[i]), 2.0, 10}, 400)
+					unfenced[i] = time.Since(t)
+				}
+				if i%2 == 0 {
+					a()
+					u()
+				} else {
+					u()
+					a()
+				}
+				ratios[i] = float64(fenced[i]) / float64(unfenced[i])
+			})
+			slices.Sort(ratios)
+			fmt.Fprintf(os.Stderr, "paired, concurrency %d: fenced ef_search %d p50 %6.2fms p95 %6.2fms | unfenced ef_search 400 p50 %6.2fms p95 %6.2fms | median fenced/unfenced %.2f\n",
+				conc, ef, ms(pct(fenced, 50)), ms(pct(fenced, 95)), ms(pct(unfenced, 50)), ms(pct(unfenced, 95)), ratios[len(ratios)/2])
 		}
 	}
 }

@@ -3,13 +3,20 @@ package memory
 import (
 	"context"
 	"fmt"
+	"io/fs"
+	"strings"
 	"testing"
+	"testing/fstest"
 
 	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/require"
 
 	"github.com/manushya-ai/manushya/pkg/embedder/hashing"
 	memoryv1 "github.com/manushya-ai/manushya/pkg/pb/manushya/memory/v1"
+	"github.com/manushya-ai/manushya/pkg/postgres"
+	"github.com/manushya-ai/manushya/pkg/postgres/pgtest"
+	"github.com/manushya-ai/manushya/services/memory/store"
 )
 
 // TestFencedEmbedding checks the geometry the HNSW index relies on (migration
@@ -109,4 +116,77 @@ VALUES ($1, $2, $3, $4, $5::vector, $6, 2)`, r.id, tenant, b.user1, text, vecStr
 	check("admin-a", b.tenantA, rowsA, &thr)
 	check("admin-b", b.tenantB, rowsB, &thr)
 	require.Greater(t, len(rowsA), 20, fmt.Sprint("seeded ", len(rowsA)))
+}
+
+// TestFencedIndexMigrationUpgradesData runs migration 00006 on a database that
+// already holds embedded memories (a deployment upgrading): the index is
+// rebuilt over the existing rows and serves the new query shape.
+func TestFencedIndexMigrationUpgradesData(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	// The migration set as a binary before 00006 embedded it.
+	set := Migrations()
+	older := fstest.MapFS{}
+	entries, err := fs.ReadDir(set.FS, ".")
+	require.NoError(t, err)
+	for _, e := range entries {
+		if strings.HasSuffix(e.Name(), ".sql") && e.Name() < "00006" {
+			body, err := fs.ReadFile(set.FS, e.Name())
+			require.NoError(t, err)
+			older[e.Name()] = &fstest.MapFile{Data: body}
+		}
+	}
+	db := pgtest.New(t, postgres.Migrations{Schema: set.Schema, FS: older})
+	admin, err := pgxpool.New(ctx, db.AdminURL)
+	require.NoError(t, err)
+	t.Cleanup(admin.Close)
+
+	emb := hashing.New(384)
+	gen := newTextGen(5)
+	tenantA, tenantB := uuid.New(), uuid.New()
+	var vecsA []float32
+	var idsA []uuid.UUID
+	for i := range 60 {
+		tenant := tenantA
+		if i%4 == 3 {
+			tenant = tenantB
+		}
+		v := emb.EmbedOne(gen.sentence())
+		id := uuid.New()
+		_, err := admin.Exec(ctx, `INSERT INTO memory.memories (id, tenant_id, identity_id, text, embedding, embedding_model, embedding_status)
+VALUES ($1, $2, $3, 'seeded', $4::vector, $5, 2)`, id, tenant, uuid.New(), vecString(v), emb.Model())
+		require.NoError(t, err)
+		if tenant == tenantA {
+			vecsA = append(vecsA, v...)
+			idsA = append(idsA, id)
+		}
+	}
+
+	require.NoError(t, postgres.Migrate(ctx, db.OwnerURL, pgtest.AppRole, set))
+	var def string
+	require.NoError(t, admin.QueryRow(ctx, `SELECT pg_get_indexdef('memory.memories_embedding_hnsw'::regclass)`).Scan(&def))
+	require.Contains(t, def, "fenced_embedding")
+
+	q := emb.EmbedOne(gen.sentence())
+	type row struct {
+		id  uuid.UUID
+		vec []float32
+	}
+	var rows []row
+	for i, id := range idsA {
+		rows = append(rows, row{id: id, vec: vecsA[i*384 : (i+1)*384]})
+	}
+	truth := exactKNN(rows, func(row) bool { return true }, func(r row) []float32 { return r.vec },
+		func(r row) string { return r.id.String() }, q, 10)
+	var got []string
+	err = store.New(db.Pool).InSearch(ctx, tenantA, 100, func(tx *store.Tx) error {
+		sql := annSQL("m.tenant_id = $1 AND "+store.Live+" AND m.embedding IS NOT NULL", "$2", "$1", "$3", "$4")
+		return tx.Query(ctx, "/* upgraded */ "+sql, []any{tenantA, vecString(q), 2.0, 10}, func() []any { return []any{new(float64)} },
+			func(m store.Memory) {
+				require.Equal(t, tenantA, m.TenantID)
+				got = append(got, m.ID.String())
+			})
+	})
+	require.NoError(t, err)
+	require.Equal(t, truth, got)
 }
