@@ -1,6 +1,7 @@
 package memory
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"math/rand/v2"
@@ -117,6 +118,13 @@ func BenchmarkSearch(b *testing.B) {
 	require.NoError(b, err)
 	_, err = tb.admin.Exec(ctx, hnswIndexSQL)
 	require.NoError(b, err)
+	baseline := os.Getenv("MEMORY_BENCH_BASELINE") != ""
+	if baseline {
+		// The index of migration 00004 (one graph of plain vectors for all
+		// tenants), for a same-run comparison of the tenant-wide raw SQL.
+		_, err = tb.admin.Exec(ctx, unfencedIndexSQL)
+		require.NoError(b, err)
+	}
 	_, err = tb.admin.Exec(ctx, "VACUUM ANALYZE memory.memories")
 	require.NoError(b, err)
 	require.NoError(b, MarkLeakproof(ctx, tb.admin))
@@ -132,6 +140,10 @@ func BenchmarkSearch(b *testing.B) {
 		req   func(i int) *memoryv1.SearchMemoriesRequest
 		match func(s seeded, i int) bool
 		raw   func(q []float32, i int) (string, []any)
+		// rawOnly: a query shape the service no longer runs (the baseline),
+		// measured as raw SQL only; its recall is that of the raw results.
+		rawOnly bool
+		ef      int // hnsw.ef_search of this scenario if not 0
 	}
 	bucketFilter := func(i int) *memoryv1.Filter {
 		return &memoryv1.Filter{Condition: &memoryv1.FilterCondition{Field: "metadata.bucket", Op: opEQ, Value: structpb.NewNumberValue(float64(i % 1000))}}
@@ -143,7 +155,7 @@ func BenchmarkSearch(b *testing.B) {
 			req:   func(int) *memoryv1.SearchMemoriesRequest { return &memoryv1.SearchMemoriesRequest{} },
 			match: func(seeded, int) bool { return true },
 			raw: func(q []float32, _ int) (string, []any) {
-				return annSQL(live, "$2", "$3", "$4"), []any{tb.tenantA, vecString(q), 2.0, 10}
+				return annSQL(live, "$2", "$1", "$3", "$4"), []any{tb.tenantA, vecString(q), 2.0, 10}
 			},
 		},
 		{
@@ -168,51 +180,25 @@ func BenchmarkSearch(b *testing.B) {
 			},
 		},
 	}
-	rawPool, err := pgxpool.New(ctx, tb.db.AppURL)
-	require.NoError(b, err)
-	defer rawPool.Close()
+	if baseline {
+		scenarios = append(scenarios, scenario{
+			name: "tenant-unfenced", rawOnly: true, ef: 400, // the default before
 
-	for _, sc := range scenarios {
-		if os.Getenv("MEMORY_BENCH_EXPLAIN") != "" {
-			explainRaw(b, rawPool, tb.tenantA.String(), ef, sc.name, func() (string, []any) { return sc.raw(qs[0], 0) })
+			match: func(seeded, int) bool { return true },
+			raw: func(q []float32, _ int) (string, []any) {
+				return unfencedANNSQL(live, "$2", "$3", "$4"), []any{tb.tenantA, vecString(q), 2.0, 10}
+			},
+		})
+	}
+	// MEMORY_BENCH_EF_SWEEP=100,200,400 also measures the tenant-wide raw SQL
+	// (and the baseline's) at each of these ef_search values.
+	var sweep []int
+	for _, f := range strings.Split(os.Getenv("MEMORY_BENCH_EF_SWEEP"), ",") {
+		if v, err := strconv.Atoi(strings.TrimSpace(f)); err == nil && v > 0 {
+			sweep = append(sweep, v)
 		}
-		// Service, through gRPC.
-		got := make([][]string, queries)
-		svcLat := measure(queries, 8, func(i int) {
-			req := sc.req(i)
-			req.Vector, req.Limit = qs[i], 10
-			resp, err := tb.client.SearchMemories(as("admin-a"), req)
-			if err != nil {
-				b.Error(err)
-				return
-			}
-			got[i] = ids(resp.GetResults())
-		})
-		// Raw SQL through pgx, the same statement in the same kind of transaction.
-		rawLat := measure(queries, 8, func(i int) {
-			sql, args := sc.raw(qs[i], i)
-			tx, err := rawPool.Begin(ctx)
-			if err != nil {
-				b.Error(err)
-				return
-			}
-			defer func() { _ = tx.Rollback(ctx) }()
-			if _, err := tx.Exec(ctx, `SELECT set_config('manushya.tenant_id', $1, true), set_config('hnsw.iterative_scan', 'relaxed_order', true),
-set_config('hnsw.ef_search', $2, true), set_config('plan_cache_mode', 'force_custom_plan', true),
-set_config('jit', 'off', true), set_config('max_parallel_workers_per_gather', '0', true)`, tb.tenantA.String(), strconv.Itoa(ef)); err != nil {
-				b.Error(err)
-				return
-			}
-			r, err := tx.Query(ctx, sql, args...)
-			if err != nil {
-				b.Error(err)
-				return
-			}
-			for r.Next() {
-			}
-			r.Close()
-		})
-		// Recall@10 against exact KNN over the seeded vectors.
+	}
+	recallOf := func(sc scenario, got [][]string) float64 {
 		var recall float64
 		for i, q := range qs {
 			truth := exactKNN(main, func(s seeded) bool { return sc.match(s, i) }, func(s seeded) []float32 { return s.vec }, func(s seeded) string { return s.id.String() }, q, 10)
@@ -228,15 +214,126 @@ set_config('jit', 'off', true), set_config('max_parallel_workers_per_gather', '0
 				recall++
 			}
 		}
-		recall /= float64(len(qs))
-		sp50, sp95 := pct(svcLat, 50), pct(svcLat, 95)
-		rp50, rp95 := pct(rawLat, 50), pct(rawLat, 95)
-		b.Logf("%-10s service p50 %6.2fms p95 %6.2fms | raw p50 %6.2fms p95 %6.2fms | ratio p50 %.2f | recall@10 %.3f",
-			sc.name, ms(sp50), ms(sp95), ms(rp50), ms(rp95), float64(sp50)/float64(rp50), recall)
-		b.ReportMetric(ms(sp50), sc.name+"-p50-ms")
-		b.ReportMetric(ms(sp95), sc.name+"-p95-ms")
-		b.ReportMetric(recall, sc.name+"-recall@10")
-		b.ReportMetric(float64(sp50)/float64(rp50), sc.name+"-svc/raw")
+		return recall / float64(len(qs))
+	}
+	rawPool, err := pgxpool.New(ctx, tb.db.AppURL)
+	require.NoError(b, err)
+	defer rawPool.Close()
+
+	// runRaw runs one statement in a search transaction at ef_search efv and
+	// returns the ids it found (every shape returns the memory id first).
+	runRaw := func(sql string, args []any, efv int) []string {
+		tx, err := rawPool.Begin(ctx)
+		if err != nil {
+			b.Error(err)
+			return nil
+		}
+		defer func() { _ = tx.Rollback(ctx) }()
+		if _, err := tx.Exec(ctx, `SELECT set_config('manushya.tenant_id', $1, true), set_config('hnsw.iterative_scan', 'relaxed_order', true),
+set_config('hnsw.ef_search', $2, true), set_config('plan_cache_mode', 'force_custom_plan', true),
+set_config('jit', 'off', true), set_config('max_parallel_workers_per_gather', '0', true)`, tb.tenantA.String(), strconv.Itoa(efv)); err != nil {
+			b.Error(err)
+			return nil
+		}
+		r, err := tx.Query(ctx, sql, args...)
+		if err != nil {
+			b.Error(err)
+			return nil
+		}
+		defer r.Close()
+		var got []string
+		for r.Next() {
+			if id, err := uuid.FromBytes(r.RawValues()[0]); err == nil {
+				got = append(got, id.String())
+			}
+		}
+		return got
+	}
+	for _, sc := range scenarios {
+		if os.Getenv("MEMORY_BENCH_EXPLAIN") != "" {
+			explainRaw(b, rawPool, tb.tenantA.String(), ef, sc.name, func() (string, []any) { return sc.raw(qs[0], 0) })
+		}
+		// Raw SQL through pgx, the same statement in the same kind of
+		// transaction; returns each query's latency and the ids it found.
+		raw := func(efv int) ([]time.Duration, [][]string) {
+			got := make([][]string, queries)
+			lat := measure(queries, 8, func(i int) {
+				sql, args := sc.raw(qs[i], i)
+				got[i] = runRaw(sql, args, efv)
+			})
+			return lat, got
+		}
+		if sc.rawOnly {
+			efv := cmp.Or(sc.ef, ef)
+			rawLat, got := raw(efv)
+			// Printed, not logged: a benchmark's log is cut after a few lines.
+			fmt.Fprintf(os.Stderr, "%-15s raw p50 %6.2fms p95 %6.2fms | recall@10 %.3f (ef_search %d)\n",
+				sc.name, ms(pct(rawLat, 50)), ms(pct(rawLat, 95)), recallOf(sc, got), efv)
+		} else {
+			// Service, through gRPC.
+			got := make([][]string, queries)
+			svcLat := measure(queries, 8, func(i int) {
+				req := sc.req(i)
+				req.Vector, req.Limit = qs[i], 10
+				resp, err := tb.client.SearchMemories(as("admin-a"), req)
+				if err != nil {
+					b.Error(err)
+					return
+				}
+				got[i] = ids(resp.GetResults())
+			})
+			rawLat, _ := raw(ef)
+			recall := recallOf(sc, got)
+			sp50, sp95 := pct(svcLat, 50), pct(svcLat, 95)
+			rp50, rp95 := pct(rawLat, 50), pct(rawLat, 95)
+			fmt.Fprintf(os.Stderr, "%-15s service p50 %6.2fms p95 %6.2fms | raw p50 %6.2fms p95 %6.2fms | ratio p50 %.2f | recall@10 %.3f\n",
+				sc.name, ms(sp50), ms(sp95), ms(rp50), ms(rp95), float64(sp50)/float64(rp50), recall)
+			b.ReportMetric(ms(sp50), sc.name+"-p50-ms")
+			b.ReportMetric(ms(sp95), sc.name+"-p95-ms")
+			b.ReportMetric(recall, sc.name+"-recall@10")
+			b.ReportMetric(float64(sp50)/float64(rp50), sc.name+"-svc/raw")
+		}
+		if strings.HasPrefix(sc.name, "tenant") {
+			for _, efv := range sweep {
+				lat, got := raw(efv)
+				fmt.Fprintf(os.Stderr, "%-15s ef_search %4d: raw p50 %6.2fms p95 %6.2fms | recall@10 %.3f\n",
+					sc.name, efv, ms(pct(lat, 50)), ms(pct(lat, 95)), recallOf(sc, got))
+			}
+		}
+	}
+	if baseline {
+		// Paired comparison, robust to the load of a shared machine: each query
+		// runs both shapes back to back (alternating which goes first), the
+		// fenced index at the configured ef_search and the unfenced one at 400,
+		// at concurrency 8 and then 1.
+		for _, conc := range []int{8, 1} {
+			fenced := make([]time.Duration, queries)
+			unfenced := make([]time.Duration, queries)
+			ratios := make([]float64, queries)
+			measure(queries, conc, func(i int) {
+				a := func() {
+					t := time.Now()
+					runRaw(annSQL(live, "$2", "$1", "$3", "$4"), []any{tb.tenantA, vecString(qs[i]), 2.0, 10}, ef)
+					fenced[i] = time.Since(t)
+				}
+				u := func() {
+					t := time.Now()
+					runRaw(unfencedANNSQL(live, "$2", "$3", "$4"), []any{tb.tenantA, vecString(qs[i]), 2.0, 10}, 400)
+					unfenced[i] = time.Since(t)
+				}
+				if i%2 == 0 {
+					a()
+					u()
+				} else {
+					u()
+					a()
+				}
+				ratios[i] = float64(fenced[i]) / float64(unfenced[i])
+			})
+			slices.Sort(ratios)
+			fmt.Fprintf(os.Stderr, "paired, concurrency %d: fenced ef_search %d p50 %6.2fms p95 %6.2fms | unfenced ef_search 400 p50 %6.2fms p95 %6.2fms | median fenced/unfenced %.2f\n",
+				conc, ef, ms(pct(fenced, 50)), ms(pct(fenced, 95)), ms(pct(unfenced, 50)), ms(pct(unfenced, 95)), ratios[len(ratios)/2])
+		}
 	}
 }
 
@@ -337,6 +434,19 @@ func (g *textGen) sentence() string {
 		words[i] = g.vocab[g.zipf.Uint64()]
 	}
 	return strings.Join(words, " ")
+}
+
+// unfencedIndexSQL and unfencedANNSQL are the HNSW index and query shape of
+// migration 00004 (one graph of the plain vectors for all tenants), kept for
+// the benchmark's same-run comparison (MEMORY_BENCH_BASELINE=1).
+const unfencedIndexSQL = `CREATE INDEX memories_embedding_hnsw_unfenced ON memory.memories
+  USING hnsw ((embedding::halfvec(384)) halfvec_cosine_ops) WITH (m = 16, ef_construction = 64)`
+
+func unfencedANNSQL(where, q, maxd, k string) string {
+	return "WITH nearest AS MATERIALIZED (SELECT " + store.Columns + ", m.embedding <=> " + q + "::vector AS distance" +
+		" FROM memory.memories m WHERE " + where +
+		" ORDER BY m.embedding::halfvec(384) <=> " + q + "::vector::halfvec(384) LIMIT " + k + ")" +
+		" SELECT * FROM nearest WHERE distance <= " + maxd + " ORDER BY distance, id"
 }
 
 // explainRaw logs EXPLAIN (ANALYZE, BUFFERS) of one raw statement, run with the

@@ -12,8 +12,14 @@
 // them as soon as they expire.
 //
 // Vector search uses an HNSW index (cosine) with pgvector's iterative scans, so a
-// filtered search still fills its limit; scopes small enough are ranked exactly
-// instead. Keyword search uses a generated tsvector with a GIN index. One filter
+// filtered search still fills its limit; scopes small enough (an identity, a
+// selective filter, a small tenant) are ranked exactly instead. The index holds
+// each vector fenced by its tenant (memory.fenced_embedding: the unit vector
+// plus a direction derived from the tenant id), which keeps a tenant's
+// memories in their own region of the one shared graph and their order within
+// it unchanged, so a search does not walk through other tenants' memories.
+// Candidates are re-ranked from the stored full-precision vector: thresholds
+// and scores are exact. Keyword search uses a generated tsvector with a GIN index. One filter
 // grammar (filter.go) serves list, search and bulk delete, compiled to
 // parameterised SQL.
 //

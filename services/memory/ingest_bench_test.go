@@ -24,7 +24,12 @@ func BenchmarkIngest(b *testing.B) {
 	if v, err := strconv.Atoi(os.Getenv("MEMORY_BENCH_INGEST_N")); err == nil && v > 0 {
 		n = v
 	}
-	tb := setup(b, setupOpts{cfg: Config{EmbedBatchSize: 256}})
+	cfg := Config{EmbedBatchSize: 256}
+	// MEMORY_BENCH_EMBED_CONCURRENCY overrides EmbedConcurrency.
+	if v, err := strconv.Atoi(os.Getenv("MEMORY_BENCH_EMBED_CONCURRENCY")); err == nil && v > 0 {
+		cfg.EmbedConcurrency = v
+	}
+	tb := setup(b, setupOpts{cfg: cfg})
 	ctx := context.Background()
 	gen := newTextGen(7)
 	batches := make([][]*memoryv1.CreateMemoryRequest, 0, n/1000+1)

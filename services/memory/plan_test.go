@@ -78,7 +78,7 @@ FROM generate_series(1, 6000) g`, b.tenantA, b.tenantB)
 		return vectorLiteral.ReplaceAllString(strings.Join(plan, "\n"), "'[…]'")
 	}
 	ann := func(where string, args *sqlArgs) string {
-		return annSQL(where+" AND m.embedding IS NOT NULL", args.add(vecString(vec)), args.add(2.0), args.add(10))
+		return annSQL(where+" AND m.embedding IS NOT NULL", args.add(vecString(vec)), args.add(b.tenantA), args.add(2.0), args.add(10))
 	}
 	exact := func(where string, args *sqlArgs) string {
 		return exactSQL(where+" AND m.embedding IS NOT NULL", args.add(vecString(vec)), args.add(10001), args.add(10))
@@ -107,9 +107,10 @@ FROM generate_series(1, 6000) g`, b.tenantA, b.tenantB)
 	require.Contains(t, p, "memories_tenant_time", "tenant list:\n%s", p)
 }
 
-// hnswIndexSQL is the HNSW index of migration 00004, for tests that drop it to
+// hnswIndexSQL is the HNSW index of migration 00006, for tests that drop it to
 // load rows in bulk and build it afterwards.
 const hnswIndexSQL = `CREATE INDEX memories_embedding_hnsw ON memory.memories
-  USING hnsw ((embedding::halfvec(384)) halfvec_cosine_ops) WITH (m = 16, ef_construction = 64)`
+  USING hnsw ((memory.fenced_embedding(embedding, tenant_id)::halfvec(416)) halfvec_cosine_ops)
+  WITH (m = 16, ef_construction = 64)`
 
 var vectorLiteral = regexp.MustCompile(`'\[[^\]]*\]'`)

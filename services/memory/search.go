@@ -6,8 +6,10 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/pgvector/pgvector-go"
 
 	"github.com/manushya-ai/manushya/pkg/apierr"
@@ -127,7 +129,7 @@ func (s *Service) Search(ctx context.Context, req *memoryv1.SearchMemoriesReques
 			candidates = min(max(limit*4, 40), 200)
 		}
 		if mode != memoryv1.SearchMode_SEARCH_MODE_KEYWORD && vec != nil {
-			vhits, err = s.vectorSearch(ctx, tx, conds, args.vals, vec, resp.GetEmbeddingModel(), maxDistance, candidates, narrow)
+			vhits, err = s.vectorSearch(ctx, tx, c.tenant, conds, args.vals, vec, resp.GetEmbeddingModel(), maxDistance, candidates, narrow)
 			if err != nil {
 				return err
 			}
@@ -239,11 +241,14 @@ func fuse(vhits, khits []hit, limit int) ([]*memoryv1.SearchResult, error) {
 	return out, nil
 }
 
-// vectorSearch returns the k nearest memories within maxDistance. A narrow scope
-// (a filter, an identity, ...) that holds at most ExactScanRows embedded rows is
-// ranked exactly; anything larger goes through the HNSW index with iterative
-// scans (set by InSearch), which keep scanning until k rows pass the filters.
-func (s *Service) vectorSearch(ctx context.Context, tx *store.Tx, conds []string, base []any, vec []float32, model string, maxDistance float64, k int, narrow bool) ([]hit, error) {
+// vectorSearch returns the k nearest memories within maxDistance. A scope that
+// holds at most ExactScanRows embedded rows is ranked exactly: a narrow scope (a
+// filter, an identity, ...), and the whole tenant while it is that small.
+// Anything larger goes through the HNSW index with iterative scans (set by
+// InSearch), which keep scanning until k rows pass the filters. A tenant found
+// too large for the exact scan is remembered for a while (largeTenants), so its
+// tenant-wide searches go to the index without counting its rows each time.
+func (s *Service) vectorSearch(ctx context.Context, tx *store.Tx, tenant uuid.UUID, conds []string, base []any, vec []float32, model string, maxDistance float64, k int, narrow bool) ([]hit, error) {
 	args := &sqlArgs{vals: slices.Clone(base)}
 	where := strings.Join(conds, " AND ") + " AND m.embedding IS NOT NULL"
 	if model != "" {
@@ -254,7 +259,7 @@ func (s *Service) vectorSearch(ctx context.Context, tx *store.Tx, conds []string
 	q := args.add(vecString(vec))
 	var hits []hit
 	var d float64
-	if narrow {
+	if narrow || !s.large.known(tenant) {
 		// One statement ranks the scope exactly and counts it (up to the limit
 		// plus one); a scope found too large falls through to the index.
 		var n int64
@@ -270,33 +275,62 @@ func (s *Service) vectorSearch(ctx context.Context, tx *store.Tx, conds []string
 		if n <= int64(s.cfg.ExactScanRows) {
 			return hits, nil
 		}
+		if !narrow {
+			s.large.mark(tenant)
+		}
 		hits = nil
 		args.vals = args.vals[:len(args.vals)-2]
 	}
-	sql := annSQL(where, q, args.add(maxDistance), args.add(k))
+	sql := annSQL(where, q, args.add(tenant), args.add(maxDistance), args.add(k))
 	err := tx.Query(ctx, sql, args.vals, func() []any { return []any{&d} }, func(m store.Memory) {
 		hits = append(hits, hit{m: m, distance: d})
 	})
 	return hits, err
 }
 
+// largeTenantRecheck is how long a tenant found too large for an exact
+// tenant-wide scan is taken to be so. A tenant that shrinks below the limit
+// meanwhile is still served by the index, which finds its rows (they form
+// their own region of the graph, see annSQL), only less cheaply.
+const largeTenantRecheck = time.Minute
+
+// largeTenants remembers the tenants whose tenant-wide searches go straight to
+// the index. The zero value is ready to use.
+type largeTenants struct{ until sync.Map } // uuid.UUID -> time.Time
+
+func (l *largeTenants) known(tenant uuid.UUID) bool {
+	t, ok := l.until.Load(tenant)
+	return ok && time.Now().Before(t.(time.Time))
+}
+
+func (l *largeTenants) mark(tenant uuid.UUID) {
+	l.until.Store(tenant, time.Now().Add(largeTenantRecheck))
+}
+
 // annSQL is the HNSW query shape: the index orders by distance inside a
 // materialized CTE (relaxed_order may return rows slightly out of order, and a
 // distance bound inside it would make the scan run on), then the threshold and
-// the final order apply outside. The graph holds halfvec copies of the vectors
-// (migration 00004), so the scan orders by the halfvec distance, which is what
-// the index can serve; each candidate's distance is then computed from the
-// stored full-precision vector, so the threshold and the scores are exact.
-func annSQL(where, q, maxd, k string) string {
+// the final order apply outside. The graph holds each vector fenced by its
+// tenant (memory.fenced_embedding, migration 00006: the unit vector plus a
+// tenant direction, so a tenant's rows form their own region of the graph and
+// the walk does not wade through other tenants' rows), as halfvec; the scan
+// orders by that distance, which ranks a tenant's rows as their cosine does,
+// and each candidate's distance is then computed from the stored
+// full-precision vector, so the threshold and the scores are exact. tenant
+// must be the tenant the conditions select.
+func annSQL(where, q, tenant, maxd, k string) string {
 	return "WITH nearest AS MATERIALIZED (SELECT " + store.Columns + ", m.embedding <=> " + q + "::vector AS distance" +
 		" FROM memory.memories m WHERE " + where +
-		" ORDER BY m.embedding::halfvec(" + dims + ") <=> " + q + "::vector::halfvec(" + dims + ") LIMIT " + k + ")" +
+		" ORDER BY memory.fenced_embedding(m.embedding, m.tenant_id)::halfvec(" + fencedDims + ")" +
+		" <=> memory.fenced_embedding(" + q + "::vector, " + tenant + "::uuid)::halfvec(" + fencedDims + ") LIMIT " + k + ")" +
 		" SELECT * FROM nearest WHERE distance <= " + maxd + " ORDER BY distance, id"
 }
 
-// dims is store.Dimensions as SQL text (the typmod of the indexed expression,
-// which a query must repeat exactly for the planner to use the index).
-var dims = strconv.Itoa(store.Dimensions)
+// fencedDims is the dimension of the indexed fenced vectors as SQL text: the
+// vector and the 32 coordinates of the tenant direction (the typmod of the
+// indexed expression, which a query must repeat exactly for the planner to use
+// the index).
+var fencedDims = strconv.Itoa(store.Dimensions + 32)
 
 // exactSQL is the exact query shape for small scopes: it reads at most scopeMax
 // rows of the scope through its btree/GIN indexes (the HNSW index cannot serve

@@ -61,6 +61,8 @@ type Service struct {
 	embedOnce sync.Once
 	embedder  embeddingv1.EmbeddingServiceClient
 	embedErr  error
+
+	large largeTenants // tenants too large for an exact tenant-wide search (search.go)
 }
 
 // eventData is the payload of memory.* events.
