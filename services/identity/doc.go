@@ -16,4 +16,8 @@
 // its rows here in one transaction with the receipt and identity.erased (or
 // tenant.erased), then its data keys; the other services report their part with
 // erasure.progress, which completes the receipt (pkg/erasure, docs/privacy.md).
+//
+// The retention sweeper (retention.go) purges soft-deleted identities, as a hard
+// DeleteIdentity does, once TenantSettings.deleted_identity_retention_days (default
+// 30) have passed since their deletion.
 package identity

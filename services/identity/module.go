@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
@@ -35,6 +36,10 @@ type Config struct {
 	MFA         MFAConfig
 	Invitations InvitationConfig
 	SSO         SSOConfig // sso.go
+	// RetentionSweepInterval is how often soft-deleted identities past their
+	// tenant's deleted_identity_retention_days are purged (retention.go); 0 means
+	// hourly.
+	RetentionSweepInterval time.Duration
 }
 
 // Deps are what the composition root hands the module.
@@ -62,6 +67,8 @@ type Module struct {
 	bus     *bus.Bus
 	logger  *slog.Logger
 	workers *worker.Group
+	// retentionEvery is the retention sweeper's interval (retention.go).
+	retentionEvery time.Duration
 }
 
 // Migrations returns the identity schema's migration set.
@@ -84,8 +91,12 @@ func New(cfg Config, deps Deps) (*Module, error) {
 			store: store.New(deps.Pool), pepper: []byte(cfg.APIKeyPepper),
 			keyEnv: cfg.KeyEnvironment, logger: logger,
 		},
-		logger:  logger,
-		workers: worker.NewGroup(logger),
+		logger:         logger,
+		workers:        worker.NewGroup(logger),
+		retentionEvery: cfg.RetentionSweepInterval,
+	}
+	if m.retentionEvery <= 0 {
+		m.retentionEvery = defaultRetentionSweepInterval
 	}
 	m.svc.audit = deps.Audit
 	sealer, err := newSealer(cfg, deps.Keyring)
@@ -140,6 +151,9 @@ func (m *Module) Start(ctx context.Context) error {
 		m.workers.Go(ctx, "identity outbox relay", m.relay.Run)
 		m.workers.Go(ctx, "identity erasure receipts", func(ctx context.Context) error { return m.svc.consumeErasureProgress(ctx, m.bus) })
 	}
+	m.workers.Go(ctx, "identity retention sweeper", func(ctx context.Context) error {
+		return m.svc.runRetention(ctx, m.retentionEvery)
+	})
 	if err := m.svc.startKeyCache(ctx, m.workers); err != nil {
 		return err
 	}

@@ -34,7 +34,8 @@ type tenantChange struct {
 }
 
 // settingPaths are the settings an update mask may name one by one.
-var settingPaths = []string{"self_registration", "mfa_required", "password_min_length", "max_sessions_per_identity", "sensitive_claims"}
+var settingPaths = []string{"self_registration", "mfa_required", "password_min_length", "max_sessions_per_identity", "sensitive_claims",
+	"deleted_identity_retention_days"}
 
 // tenantChangeOf checks the mask and the values it names. An empty mask means the
 // name and the settings the tenant sets to something other than false or 0, which
@@ -56,6 +57,7 @@ func tenantChangeOf(in *identityv1.Tenant, paths []string) (tenantChange, error)
 			{"settings.password_min_length", s.GetPasswordMinLength() != 0},
 			{"settings.max_sessions_per_identity", s.GetMaxSessionsPerIdentity() != 0},
 			{"settings.sensitive_claims", len(s.GetSensitiveClaims()) > 0},
+			{"settings.deleted_identity_retention_days", s.GetDeletedIdentityRetentionDays() != 0},
 		} {
 			if set.on {
 				paths = append(paths, set.path)
@@ -75,13 +77,13 @@ func tenantChangeOf(in *identityv1.Tenant, paths []string) (tenantChange, error)
 		case "settings":
 			c.settings = append(c.settings, settingPaths...)
 		case "settings.self_registration", "settings.mfa_required", "settings.password_min_length", "settings.max_sessions_per_identity",
-			"settings.sensitive_claims":
+			"settings.sensitive_claims", "settings.deleted_identity_retention_days":
 			c.settings = append(c.settings, strings.TrimPrefix(path, "settings."))
 		case "id":
 			// Names the tenant rather than changing it: the REST gateway infers a
 			// PATCH's mask from the body, which may carry the id.
 		default:
-			return c, apierr.Field("update_mask", "%q cannot be changed; only name, settings and settings.self_registration, settings.mfa_required, settings.password_min_length, settings.max_sessions_per_identity, settings.sensitive_claims can", path)
+			return c, apierr.Field("update_mask", "%q cannot be changed; only name, settings and settings.self_registration, settings.mfa_required, settings.password_min_length, settings.max_sessions_per_identity, settings.sensitive_claims, settings.deleted_identity_retention_days can", path)
 		}
 	}
 	s := in.GetSettings()
@@ -95,6 +97,10 @@ func tenantChangeOf(in *identityv1.Tenant, paths []string) (tenantChange, error)
 		case "max_sessions_per_identity":
 			if v := s.GetMaxSessionsPerIdentity(); v < 0 || v > maxSessionsCap {
 				return c, apierr.Field("tenant.settings.max_sessions_per_identity", "must be 0 (the server default) or 1 to %d", maxSessionsCap)
+			}
+		case "deleted_identity_retention_days":
+			if v := s.GetDeletedIdentityRetentionDays(); v < 0 || v > maxRetentionDays {
+				return c, apierr.Field("tenant.settings.deleted_identity_retention_days", "must be 0 (the server default, %d) or 1 to %d", defaultRetentionDays, maxRetentionDays)
 			}
 		case "sensitive_claims":
 			if err := checkSensitiveNames(s.GetSensitiveClaims()); err != nil {
@@ -120,6 +126,8 @@ func (c tenantChange) apply(cur, in *identityv1.TenantSettings) {
 			cur.PasswordMinLength = in.GetPasswordMinLength()
 		case "max_sessions_per_identity":
 			cur.MaxSessionsPerIdentity = in.GetMaxSessionsPerIdentity()
+		case "deleted_identity_retention_days":
+			cur.DeletedIdentityRetentionDays = in.GetDeletedIdentityRetentionDays()
 		case "sensitive_claims":
 			cur.SensitiveClaims = slices.Clone(in.GetSensitiveClaims())
 		}

@@ -135,8 +135,14 @@ type TenantSettings struct {
 	// the values identities already hold; removing one leaves sealed values sealed
 	// until they are next written. Policies do not see sensitive claims.
 	SensitiveClaims []string `protobuf:"bytes,5,rep,name=sensitive_claims,json=sensitiveClaims,proto3" json:"sensitive_claims,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// Days a soft-deleted identity is kept, counted from its deletion, before the
+	// retention sweeper purges it for good (as DeleteIdentity with hard does:
+	// sessions, API keys, credentials and sealed claims go with it); until then an
+	// admin can still list it with include_deleted. 0 means the server default
+	// (30 days); 1 to 3650 set it. Live identities are never purged.
+	DeletedIdentityRetentionDays int32 `protobuf:"varint,6,opt,name=deleted_identity_retention_days,json=deletedIdentityRetentionDays,proto3" json:"deleted_identity_retention_days,omitempty"`
+	unknownFields                protoimpl.UnknownFields
+	sizeCache                    protoimpl.SizeCache
 }
 
 func (x *TenantSettings) Reset() {
@@ -202,6 +208,13 @@ func (x *TenantSettings) GetSensitiveClaims() []string {
 		return x.SensitiveClaims
 	}
 	return nil
+}
+
+func (x *TenantSettings) GetDeletedIdentityRetentionDays() int32 {
+	if x != nil {
+		return x.DeletedIdentityRetentionDays
+	}
+	return 0
 }
 
 // CreateTenantRequest is the input of TenantService.CreateTenant.
@@ -523,7 +536,8 @@ type UpdateTenantRequest struct {
 	Tenant *Tenant `protobuf:"bytes,1,opt,name=tenant,proto3" json:"tenant,omitempty"`
 	// Fields to change: name, settings (all of them) or one setting:
 	// settings.self_registration, settings.mfa_required, settings.password_min_length,
-	// settings.max_sessions_per_identity. Empty means the fields set to something
+	// settings.max_sessions_per_identity, settings.sensitive_claims,
+	// settings.deleted_identity_retention_days. Empty means the fields set to something
 	// other than empty, false or 0 (over REST, the fields in the body); name a
 	// setting to turn it off or back to its default. The slug cannot be changed.
 	UpdateMask    *fieldmaskpb.FieldMask `protobuf:"bytes,2,opt,name=update_mask,json=updateMask,proto3" json:"update_mask,omitempty"`
@@ -634,7 +648,7 @@ const file_manushya_identity_v1_tenant_proto_rawDesc = "" +
 	"\vcreate_time\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"createTime\x12;\n" +
 	"\vupdate_time\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"updateTime\"\xa3\x02\n" +
+	"updateTime\"\xf6\x02\n" +
 	"\x0eTenantSettings\x12+\n" +
 	"\x11self_registration\x18\x01 \x01(\bR\x10selfRegistration\x12!\n" +
 	"\fmfa_required\x18\x02 \x01(\bR\vmfaRequired\x12:\n" +
@@ -642,7 +656,9 @@ const file_manushya_identity_v1_tenant_proto_rawDesc = "" +
 	"\xbaH\a\x1a\x05\x18\x80\x02(\x00R\x11passwordMinLength\x12E\n" +
 	"\x19max_sessions_per_identity\x18\x04 \x01(\x05B\n" +
 	"\xbaH\a\x1a\x05\x18\x90N(\x00R\x16maxSessionsPerIdentity\x12>\n" +
-	"\x10sensitive_claims\x18\x05 \x03(\tB\x13\xbaH\x10\x92\x01\r\x10@\x18\x01\"\ar\x05\x10\x01\x18\x80\x02R\x0fsensitiveClaims\"\xad\x01\n" +
+	"\x10sensitive_claims\x18\x05 \x03(\tB\x13\xbaH\x10\x92\x01\r\x10@\x18\x01\"\ar\x05\x10\x01\x18\x80\x02R\x0fsensitiveClaims\x12Q\n" +
+	"\x1fdeleted_identity_retention_days\x18\x06 \x01(\x05B\n" +
+	"\xbaH\a\x1a\x05\x18\xc2\x1c(\x00R\x1cdeletedIdentityRetentionDays\"\xad\x01\n" +
 	"\x13CreateTenantRequest\x124\n" +
 	"\x04slug\x18\x01 \x01(\tB \xbaH\x1dr\x1b2\x19^[a-z0-9][a-z0-9-]{1,62}$R\x04slug\x12\x1e\n" +
 	"\x04name\x18\x02 \x01(\tB\n" +
