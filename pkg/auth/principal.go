@@ -39,7 +39,16 @@ type Principal struct {
 	// requires MFA, before the identity has set it up: it may only call
 	// MFAEnrollmentMethods.
 	MFAEnrollmentOnly bool
+	// Service names the suite's own service calling on its own behalf through a
+	// service credential (service.go), e.g. "memory"; empty for every identity,
+	// including identities of kind service, which are a tenant's callers.
+	Service string
 }
+
+// IsInternal reports whether the principal is one of the suite's own services
+// working for the tenant (not a tenant's caller): its calls are neither metered
+// nor rate-limited, since the request that caused them already was.
+func (p *Principal) IsInternal() bool { return p.Service != "" }
 
 // HasRole reports whether the principal holds role.
 func (p *Principal) HasRole(role string) bool { return slices.Contains(p.Roles, role) }

@@ -119,6 +119,6 @@ func (s *ServiceSigner) Verify(value string) (*Principal, error) {
 	}
 	return &Principal{
 		TenantID: tenant, ExternalID: "service:" + service, Kind: KindService,
-		Roles: []string{RoleAdmin}, Scopes: scopes,
+		Roles: []string{RoleAdmin}, Scopes: scopes, Service: service,
 	}, nil
 }

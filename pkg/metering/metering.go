@@ -175,7 +175,7 @@ func (m *Meter) UnaryServerInterceptor() grpc.UnaryServerInterceptor {
 // services working on their own behalf are not usage of anyone.
 func (m *Meter) Count(ctx context.Context, method string) {
 	p, ok := auth.FromContext(ctx)
-	if !ok || p.TenantID == "" || p.Kind == auth.KindService {
+	if !ok || p.TenantID == "" || p.IsInternal() {
 		return
 	}
 	props := []Property{{"route", method}}

@@ -99,13 +99,17 @@ func TestMeterSumsCallsPerTenantIdentityAndMethod(t *testing.T) {
 	}
 	call(t, m, user, get, status.Error(codes.NotFound, "no")) // served, with an error
 	call(t, m, user, get, status.Error(codes.ResourceExhausted, "rate limited"))
-	call(t, m, &auth.Principal{TenantID: tenant, Kind: auth.KindService}, search, nil)
+	// The suite's own service calling on its own behalf is nobody's usage; a
+	// tenant's identity of kind service is a caller like any other.
+	call(t, m, &auth.Principal{TenantID: tenant, Kind: auth.KindService, Service: "memory", Roles: []string{auth.RoleAdmin}}, search, nil)
+	backend := uuid.NewString()
+	call(t, m, &auth.Principal{TenantID: tenant, IdentityID: backend, Kind: auth.KindService}, search, nil)
 	call(t, m, nil, search, nil)
 
 	s := &stream{}
 	require.NoError(t, m.Flush(context.Background(), s))
 	evs := s.events(t)
-	require.Len(t, evs, 2)
+	require.Len(t, evs, 3)
 	got := map[string]int64{}
 	for _, ev := range evs {
 		require.Equal(t, metering.EventRecorded, ev.Type)
@@ -113,10 +117,9 @@ func TestMeterSumsCallsPerTenantIdentityAndMethod(t *testing.T) {
 		var d data
 		require.NoError(t, json.Unmarshal(ev.Data, &d))
 		require.Equal(t, metering.UsageType, d.Type)
-		require.Equal(t, ident, d.IdentityID)
-		got[d.Properties["route"]] = d.Quantity
+		got[d.IdentityID+" "+d.Properties["route"]] = d.Quantity
 	}
-	require.Equal(t, map[string]int64{search: 7, get: 1}, got)
+	require.Equal(t, map[string]int64{ident + " " + search: 7, ident + " " + get: 1, backend + " " + search: 1}, got)
 	n, err := testutil.GatherAndCount(reg, "manushya_metering_requests_total")
 	require.NoError(t, err)
 	require.Equal(t, 1, n)
@@ -124,11 +127,11 @@ func TestMeterSumsCallsPerTenantIdentityAndMethod(t *testing.T) {
 	require.NoError(t, err)
 	for _, mf := range mfs {
 		if mf.GetName() == "manushya_metering_requests_total" {
-			require.InDelta(t, 8, mf.GetMetric()[0].GetCounter().GetValue(), 0, "requests counted")
+			require.InDelta(t, 9, mf.GetMetric()[0].GetCounter().GetValue(), 0, "requests counted")
 		}
 	}
 	require.NoError(t, m.Flush(context.Background(), s))
-	require.Len(t, s.events(t), 2, "nothing new to publish")
+	require.Len(t, s.events(t), 3, "nothing new to publish")
 }
 
 // A flush whose acks fail keeps its events, and the next flush sends them again

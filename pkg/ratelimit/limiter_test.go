@@ -19,6 +19,7 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
+	"github.com/manushya-ai/manushya/pkg/auth"
 	"github.com/manushya-ai/manushya/pkg/authz"
 	"github.com/manushya-ai/manushya/pkg/bus"
 	adminv1 "github.com/manushya-ai/manushya/pkg/pb/manushya/admin/v1"
@@ -258,4 +259,24 @@ func TestKeys(t *testing.T) {
 		_, ok := ratelimit.ParseKey(bad)
 		require.False(t, ok, bad)
 	}
+}
+
+// TestInternalServicesAreNotLimited: the suite's own services calling on their own
+// behalf (an export reading memories, the embedder calling the embedding service)
+// are not the tenant's traffic, while a tenant's identity of kind service is a
+// caller like any other and meets the tenant's limit.
+func TestInternalServicesAreNotLimited(t *testing.T) {
+	t.Parallel()
+	tenant := uuid.NewString()
+	stored := []ratelimit.Limit{{ID: "tenant", TenantID: tenant, Scope: ratelimit.ScopeTenant, Rate: 1, Period: time.Hour}}
+	lim, err := ratelimit.New(ratelimit.Options{Source: source{func() []ratelimit.Limit { return stored }}, Defaults: perMinute(1000)})
+	require.NoError(t, err)
+	ctx := context.Background()
+	internal := &auth.Principal{TenantID: tenant, Kind: auth.KindService, Service: "identity", Roles: []string{auth.RoleAdmin}}
+	for range 5 {
+		require.NoError(t, lim.Allow(ctx, internal, access))
+	}
+	backend := &auth.Principal{TenantID: tenant, IdentityID: uuid.NewString(), Kind: auth.KindService, Roles: []string{auth.RoleUser}}
+	require.NoError(t, lim.Allow(ctx, backend, access))
+	require.Equal(t, codes.ResourceExhausted, status.Code(lim.Allow(ctx, backend, access)))
 }
