@@ -4,12 +4,14 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
 	"google.golang.org/grpc/metadata"
 
+	eventsv1 "github.com/manushya-ai/manushya/pkg/pb/manushya/events/v1"
 	identityv1 "github.com/manushya-ai/manushya/pkg/pb/manushya/identity/v1"
 	memoryv1 "github.com/manushya-ai/manushya/pkg/pb/manushya/memory/v1"
 	"github.com/manushya-ai/manushya/pkg/testutil/apitest"
@@ -94,4 +96,22 @@ func TestDeleteRestorePurgeEndToEnd(t *testing.T) {
 
 	require.EqualValues(t, 2, memories(kept), "another identity keeps its memories")
 	require.EqualValues(t, 2, memories(back))
+
+	// The restores are in the audit log, the refused one included.
+	audit := eventsv1.NewAuditServiceClient(tgt.GRPC)
+	require.Eventually(t, func() bool {
+		resp, err := audit.ListAuditEntries(ctxAdmin, &eventsv1.ListAuditEntriesRequest{PageSize: 1000})
+		if err != nil {
+			return false
+		}
+		var ok, failed bool
+		for _, e := range resp.GetEntries() {
+			if !strings.HasSuffix(e.GetAction(), "/RestoreIdentity") || e.GetResourceId() != back {
+				continue
+			}
+			ok = ok || e.GetResult() == eventsv1.AuditResult_AUDIT_RESULT_SUCCESS
+			failed = failed || e.GetResult() == eventsv1.AuditResult_AUDIT_RESULT_ERROR
+		}
+		return ok && failed
+	}, 15*time.Second, 100*time.Millisecond)
 }
