@@ -96,6 +96,7 @@ func TestBuiltinRolesByRole(t *testing.T) {
 		"api_key.create", "api_key.revoke", "webhook.create", "webhook.list", "policy.update",
 		"session.cleanup", "audit.export", "usage.manage", "sso_provider.delete",
 		"memory.settings_read", "memory.settings_update", "identity.erase", "identity.erasure_read",
+		"identity.restore",
 	}
 	selfService := []string{
 		"identity.read_self", "auth.logout", "auth.mfa_setup", "auth.mfa_verify", "auth.mfa_disable",
@@ -111,7 +112,8 @@ func TestBuiltinRolesByRole(t *testing.T) {
 	add(readonly, true, selfService...)
 	add(readonly, false, "identity.create", "identity.update", "identity.delete", "identity.set_password",
 		"memory.create", "memory.update", "memory.delete", "api_key.create", "webhook.create",
-		"policy.create", "session.cleanup", "usage.manage", "memory.settings_read", "memory.settings_update", "identity.erase", "identity.erasure_read")
+		"policy.create", "session.cleanup", "usage.manage", "memory.settings_read", "memory.settings_update", "identity.erase", "identity.erasure_read",
+		"identity.restore")
 
 	for _, roles := range [][]string{user, agent} {
 		add(roles, true, selfService...)
@@ -119,7 +121,8 @@ func TestBuiltinRolesByRole(t *testing.T) {
 			"memory.delete", "memory.restore")
 		add(roles, false, "identity.create", "identity.read", "identity.list", "identity.update",
 			"identity.delete", "api_key.create", "webhook.list", "policy.read", "session.cleanup", "embedding.embed",
-			"memory.settings_read", "memory.settings_update", "identity.erase", "identity.erasure_read")
+			"memory.settings_read", "memory.settings_update", "identity.erase", "identity.erasure_read",
+			"identity.restore")
 	}
 
 	add(nil, true, selfService...)
@@ -173,7 +176,7 @@ func TestBuiltinRolesScopesNarrow(t *testing.T) {
 				"identity.read": true, "identity.list": true, "memory.search": true, "identity.read_self": true,
 				"embedding.embed": true, "policy.test": false, "webhook.test": false,
 				"identity.create": false, "identity.delete": false, "memory.create": false, "api_key.create": false,
-				"auth.logout": false,
+				"auth.logout": false, "identity.restore": false,
 			},
 		},
 		"admin, write": {

@@ -33,6 +33,11 @@ const (
 	EventIdentityCompleted = "identity.erasure.completed"
 	// EventTenantCompleted is EventIdentityCompleted for a tenant.
 	EventTenantCompleted = "tenant.erasure.completed"
+	// EventIdentityPurged says an identity was purged outside an erasure
+	// (DeleteIdentity with hard, the retention sweeper), data: Purged. It is not
+	// an erasure: services delete the identity's data that has no life without
+	// it (the memory service its memories) and report nothing.
+	EventIdentityPurged = "identity.purged"
 )
 
 // Service names as they appear on receipts.
@@ -55,6 +60,11 @@ type Erased struct {
 	ErasureID  string `json:"erasure_id"`
 	IdentityID string `json:"identity_id,omitempty"`
 	TenantID   string `json:"tenant_id,omitempty"`
+}
+
+// Purged is the data of identity.purged: the id only, the identity being gone.
+type Purged struct {
+	IdentityID string `json:"identity_id"`
 }
 
 // Count is how many records of one kind a service removed.

@@ -18,7 +18,7 @@ import (
 	_ "github.com/manushya-ai/manushya/pkg/pb/manushya/admin/v1"
 	_ "github.com/manushya-ai/manushya/pkg/pb/manushya/embedding/v1"
 	_ "github.com/manushya-ai/manushya/pkg/pb/manushya/events/v1"
-	_ "github.com/manushya-ai/manushya/pkg/pb/manushya/identity/v1"
+	identityv1 "github.com/manushya-ai/manushya/pkg/pb/manushya/identity/v1"
 	_ "github.com/manushya-ai/manushya/pkg/pb/manushya/memory/v1"
 	_ "github.com/manushya-ai/manushya/pkg/pb/manushya/policy/v1"
 	_ "github.com/manushya-ai/manushya/pkg/pb/manushya/usage/v1"
@@ -81,6 +81,21 @@ func TestBaselineEquivalentToBuiltinRoles(t *testing.T) {
 		}
 	}
 	require.Greater(t, n, 1000)
+}
+
+// Restoring a soft-deleted identity is for admins only under the baselines, as
+// under the built-in roles.
+func TestBaselineRestoreIdentityAdminOnly(t *testing.T) {
+	t.Parallel()
+	engine := baselineAuthorizer()
+	a, err := authz.AccessFor(identityv1.IdentityService_RestoreIdentity_FullMethodName)
+	require.NoError(t, err)
+	require.Equal(t, "identity.restore", a.Permission)
+	for roles, allow := range map[string]bool{"admin": true, "user": false, "agent": false, "readonly": false, "custom": false} {
+		p := &auth.Principal{TenantID: tenantA, IdentityID: alice, Kind: "user", Roles: []string{roles}}
+		err := engine.Authorize(context.Background(), p, a)
+		require.Equal(t, allow, err == nil, "%s: %v", roles, err)
+	}
 }
 
 func TestAuthorizerUsesResourceAttributes(t *testing.T) {

@@ -17,7 +17,12 @@
 // tenant.erased), then its data keys; the other services report their part with
 // erasure.progress, which completes the receipt (pkg/erasure, docs/privacy.md).
 //
-// The retention sweeper (retention.go) purges soft-deleted identities, as a hard
-// DeleteIdentity does, once TenantSettings.deleted_identity_retention_days (default
-// 30) have passed since their deletion.
+// DeleteIdentity soft-deletes by default: the identity stops authenticating, its
+// sessions and API keys are revoked, and RestoreIdentity (restore.go) brings it
+// back, active with its memories but without those credentials, within its
+// tenant's restore window, TenantSettings.deleted_identity_retention_days
+// (default 30). The retention sweeper (retention.go) purges soft-deleted
+// identities, as a hard DeleteIdentity does, once that window has passed. Every
+// purge writes identity.deleted and identity.purged (ids only), on which the
+// memory service deletes the identity's memories; usage records stay.
 package identity

@@ -310,7 +310,8 @@ func (s *identityServer) DeleteIdentity(ctx context.Context, req *identityv1.Del
 }
 
 // deleteIdentity soft-deletes (or with hard, purges) an identity in tx, revokes its
-// sessions and API keys (purged ones go with the row) and writes identity.deleted.
+// sessions and API keys (purged ones go with the row) and writes identity.deleted,
+// and for a purge identity.purged (the memory service deletes its memories on it).
 // The returned fallout drops the keys from the caches once tx commits.
 func (s *Service) deleteIdentity(ctx context.Context, tx *store.Tx, tenant uuid.UUID, p *auth.Principal, id uuid.UUID, hard bool) (fallout, error) {
 	if !isAdmin(p) && !isSelf(p, id) {
@@ -326,6 +327,11 @@ func (s *Service) deleteIdentity(ctx context.Context, tx *store.Tx, tenant uuid.
 	}
 	if err := s.emit(ctx, tx, tenant, "identity.deleted", ident.GetId(), ident); err != nil {
 		return fallout{}, err
+	}
+	if hard {
+		if err := s.emitPurged(ctx, tx, tenant, id); err != nil {
+			return fallout{}, err
+		}
 	}
 	return f, nil
 }

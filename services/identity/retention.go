@@ -61,7 +61,8 @@ func (s *Service) runRetention(ctx context.Context, every time.Duration) error {
 // purges the identities soft-deleted longer ago than the tenant's
 // deleted_identity_retention_days, through the same path as DeleteIdentity with
 // hard (their sessions, API keys, credentials and sealed claims go with them, and
-// identity.deleted is written to the outbox for each). It returns how many it
+// identity.deleted and identity.purged are written to the outbox for each; the
+// memory service deletes their memories on the latter). It returns how many it
 // purged. A tenant that fails is logged and skipped, so it holds back no other;
 // the first such error is returned once every tenant had its turn.
 func (s *Service) PurgeDeletedIdentities(ctx context.Context) (int, error) {
@@ -147,8 +148,8 @@ func (s *Service) purgeTenantDeleted(ctx context.Context, t sqlc.IdentityTenant,
 }
 
 // purgeIdentity hard-deletes one soft-deleted identity in tx as DeleteIdentity
-// with hard does, identity.deleted included; the sweeper acts for no caller, so
-// no permission applies. It first locks the row and checks again that it is
+// with hard does, identity.deleted and identity.purged included; the sweeper acts
+// for no caller, so no permission applies. It first locks the row and checks again that it is
 // still deleted and due: it may have been purged meanwhile (another replica's
 // sweeper, an admin, an erasure), and then it reports done false.
 func (s *Service) purgeIdentity(ctx context.Context, tx *store.Tx, tenant, id uuid.UUID, cutoff time.Time) (fallout, bool, error) {
@@ -171,6 +172,9 @@ func (s *Service) purgeIdentity(ctx context.Context, tx *store.Tx, tenant, id uu
 		return fallout{}, false, err
 	}
 	if err := s.emit(ctx, tx, tenant, "identity.deleted", ident.GetId(), ident); err != nil {
+		return fallout{}, false, err
+	}
+	if err := s.emitPurged(ctx, tx, tenant, id); err != nil {
 		return fallout{}, false, err
 	}
 	return f, true, nil

@@ -36,4 +36,11 @@
 // (the encryption sweeper, textconv.go); destroying an identity's key shreds its
 // memories' text. Soft-deleted memories are hard-deleted by the restore-window
 // sweeper (retention.go) once their tenant's window has passed (0 days: never).
+//
+// Two durable consumers delete what belongs to identities that are gone
+// (erasure.go): identity.erased and tenant.erased (GDPR erasure, with progress
+// reports for the receipt), and identity.purged (an identity hard-deleted or
+// purged at the end of its restore window; no report). Both delete the memories
+// with their versions, vectors and jobs in batches, and are idempotent. A
+// soft-deleted identity keeps its memories for a restore.
 package memory

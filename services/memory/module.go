@@ -188,6 +188,7 @@ func (m *Module) Start(ctx context.Context) error {
 	if m.bus != nil {
 		m.workers.Go(ctx, "memory embedder", func(ctx context.Context) error { return m.embedder.consume(ctx, m.bus) })
 		m.workers.Go(ctx, "memory erasure", func(ctx context.Context) error { return m.svc.consumeErasures(ctx, m.bus) })
+		m.workers.Go(ctx, "memory purge", func(ctx context.Context) error { return m.svc.consumePurges(ctx, m.bus) })
 	}
 	m.workers.Go(ctx, "memory embedding sweeper", func(ctx context.Context) error {
 		return every(ctx, m.cfg.SweepInterval, m.embedder.sweep)

@@ -96,7 +96,11 @@ var catalogue = []eventTypeDef{
 			"settings": map[string]any{"mfa_required": true, "password_min_length": 12}}},
 	{"identity.created", "An identity (user, agent or service) was created.", identitySchema, exIdentity},
 	{"identity.updated", "An identity's role, claims or state changed.", identitySchema, exIdentity},
-	{"identity.deleted", "An identity was deleted; its memories follow.", identitySchema, exIdentity},
+	{"identity.deleted", "An identity was deleted. A soft delete (the default) keeps its memories, which come back if the identity is restored within the tenant's restore window; a purge (hard delete, or the retention sweeper at the end of the window) is followed by identity.purged, and its memories are deleted.", identitySchema, exIdentity},
+	{"identity.restored", "A soft-deleted identity was restored within the tenant's restore window and is active again, with its memories; its sessions and API keys stay revoked.", identitySchema, exIdentity},
+	{"identity.purged", "An identity was purged (hard delete or the end of its restore window); the memory service deletes its memories. Its usage records stay. Id only.",
+		obj([]string{"identity_id"}, map[string]any{"identity_id": uuidStr}),
+		map[string]any{"identity_id": "01936b2e-6f1a-7c3e-9d2b-1a2b3c4d5e6f"}},
 	{"identity.tokens_revoked", "An identity lost a role: its access tokens issued before min_generation are refused everywhere.",
 		obj([]string{"identity_id", "min_generation", "revoke_time"}, map[string]any{
 			"identity_id": uuidStr, "min_generation": map[string]any{"type": "integer"}, "revoke_time": ts,

@@ -112,3 +112,11 @@ WHERE tenant_id = $1 AND method = $2 AND key = $3;
 -- name: SaveIdempotentResponse :exec
 INSERT INTO identity.idempotency_keys (tenant_id, method, key, request_hash, response)
 VALUES ($1, $2, $3, $4, $5);
+
+-- name: RestoreIdentity :one
+-- Brings a soft-deleted identity back, active. Fails on the unique index when a
+-- live identity took its external_id meanwhile.
+UPDATE identity.identities
+SET delete_time = NULL, is_active = true, update_time = now()
+WHERE id = $1 AND delete_time IS NOT NULL
+RETURNING *;

@@ -554,6 +554,36 @@ func (q *Queries) LockIdentity(ctx context.Context, id uuid.UUID) (IdentityIdent
 	return i, err
 }
 
+const restoreIdentity = `-- name: RestoreIdentity :one
+UPDATE identity.identities
+SET delete_time = NULL, is_active = true, update_time = now()
+WHERE id = $1 AND delete_time IS NOT NULL
+RETURNING id, tenant_id, external_id, kind, role, roles, claims, is_active, password_hash, create_time, update_time, delete_time, token_generation
+`
+
+// Brings a soft-deleted identity back, active. Fails on the unique index when a
+// live identity took its external_id meanwhile.
+func (q *Queries) RestoreIdentity(ctx context.Context, id uuid.UUID) (IdentityIdentity, error) {
+	row := q.db.QueryRow(ctx, restoreIdentity, id)
+	var i IdentityIdentity
+	err := row.Scan(
+		&i.ID,
+		&i.TenantID,
+		&i.ExternalID,
+		&i.Kind,
+		&i.Role,
+		&i.Roles,
+		&i.Claims,
+		&i.IsActive,
+		&i.PasswordHash,
+		&i.CreateTime,
+		&i.UpdateTime,
+		&i.DeleteTime,
+		&i.TokenGeneration,
+	)
+	return i, err
+}
+
 const saveIdempotentResponse = `-- name: SaveIdempotentResponse :exec
 INSERT INTO identity.idempotency_keys (tenant_id, method, key, request_hash, response)
 VALUES ($1, $2, $3, $4, $5)

@@ -1001,6 +1001,98 @@ func (*DeleteIdentityResponse) Descriptor() ([]byte, []int) {
 	return file_manushya_identity_v1_identity_proto_rawDescGZIP(), []int{13}
 }
 
+// RestoreIdentityRequest is the input of IdentityService.RestoreIdentity.
+type RestoreIdentityRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The soft-deleted identity's id.
+	Id            string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RestoreIdentityRequest) Reset() {
+	*x = RestoreIdentityRequest{}
+	mi := &file_manushya_identity_v1_identity_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RestoreIdentityRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RestoreIdentityRequest) ProtoMessage() {}
+
+func (x *RestoreIdentityRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_manushya_identity_v1_identity_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RestoreIdentityRequest.ProtoReflect.Descriptor instead.
+func (*RestoreIdentityRequest) Descriptor() ([]byte, []int) {
+	return file_manushya_identity_v1_identity_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *RestoreIdentityRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+// RestoreIdentityResponse is the output of IdentityService.RestoreIdentity.
+type RestoreIdentityResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The identity as it is now: active again.
+	Identity      *Identity `protobuf:"bytes,1,opt,name=identity,proto3" json:"identity,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RestoreIdentityResponse) Reset() {
+	*x = RestoreIdentityResponse{}
+	mi := &file_manushya_identity_v1_identity_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RestoreIdentityResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RestoreIdentityResponse) ProtoMessage() {}
+
+func (x *RestoreIdentityResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_manushya_identity_v1_identity_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RestoreIdentityResponse.ProtoReflect.Descriptor instead.
+func (*RestoreIdentityResponse) Descriptor() ([]byte, []int) {
+	return file_manushya_identity_v1_identity_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *RestoreIdentityResponse) GetIdentity() *Identity {
+	if x != nil {
+		return x.Identity
+	}
+	return nil
+}
+
 // BulkCreateIdentitiesRequest is the input of IdentityService.BulkCreateIdentities.
 type BulkCreateIdentitiesRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1012,7 +1104,7 @@ type BulkCreateIdentitiesRequest struct {
 
 func (x *BulkCreateIdentitiesRequest) Reset() {
 	*x = BulkCreateIdentitiesRequest{}
-	mi := &file_manushya_identity_v1_identity_proto_msgTypes[14]
+	mi := &file_manushya_identity_v1_identity_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1024,7 +1116,7 @@ func (x *BulkCreateIdentitiesRequest) String() string {
 func (*BulkCreateIdentitiesRequest) ProtoMessage() {}
 
 func (x *BulkCreateIdentitiesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_manushya_identity_v1_identity_proto_msgTypes[14]
+	mi := &file_manushya_identity_v1_identity_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1037,7 +1129,7 @@ func (x *BulkCreateIdentitiesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BulkCreateIdentitiesRequest.ProtoReflect.Descriptor instead.
 func (*BulkCreateIdentitiesRequest) Descriptor() ([]byte, []int) {
-	return file_manushya_identity_v1_identity_proto_rawDescGZIP(), []int{14}
+	return file_manushya_identity_v1_identity_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *BulkCreateIdentitiesRequest) GetIdentities() []*CreateIdentityRequest {
@@ -1058,7 +1150,7 @@ type BulkCreateIdentitiesResponse struct {
 
 func (x *BulkCreateIdentitiesResponse) Reset() {
 	*x = BulkCreateIdentitiesResponse{}
-	mi := &file_manushya_identity_v1_identity_proto_msgTypes[15]
+	mi := &file_manushya_identity_v1_identity_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1070,7 +1162,7 @@ func (x *BulkCreateIdentitiesResponse) String() string {
 func (*BulkCreateIdentitiesResponse) ProtoMessage() {}
 
 func (x *BulkCreateIdentitiesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_manushya_identity_v1_identity_proto_msgTypes[15]
+	mi := &file_manushya_identity_v1_identity_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1083,7 +1175,7 @@ func (x *BulkCreateIdentitiesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BulkCreateIdentitiesResponse.ProtoReflect.Descriptor instead.
 func (*BulkCreateIdentitiesResponse) Descriptor() ([]byte, []int) {
-	return file_manushya_identity_v1_identity_proto_rawDescGZIP(), []int{15}
+	return file_manushya_identity_v1_identity_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *BulkCreateIdentitiesResponse) GetResults() []*BulkCreateIdentityResult {
@@ -1106,7 +1198,7 @@ type BulkCreateIdentityResult struct {
 
 func (x *BulkCreateIdentityResult) Reset() {
 	*x = BulkCreateIdentityResult{}
-	mi := &file_manushya_identity_v1_identity_proto_msgTypes[16]
+	mi := &file_manushya_identity_v1_identity_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1118,7 +1210,7 @@ func (x *BulkCreateIdentityResult) String() string {
 func (*BulkCreateIdentityResult) ProtoMessage() {}
 
 func (x *BulkCreateIdentityResult) ProtoReflect() protoreflect.Message {
-	mi := &file_manushya_identity_v1_identity_proto_msgTypes[16]
+	mi := &file_manushya_identity_v1_identity_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1131,7 +1223,7 @@ func (x *BulkCreateIdentityResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BulkCreateIdentityResult.ProtoReflect.Descriptor instead.
 func (*BulkCreateIdentityResult) Descriptor() ([]byte, []int) {
-	return file_manushya_identity_v1_identity_proto_rawDescGZIP(), []int{16}
+	return file_manushya_identity_v1_identity_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *BulkCreateIdentityResult) GetStatus() *status.Status {
@@ -1161,7 +1253,7 @@ type BulkDeleteIdentitiesRequest struct {
 
 func (x *BulkDeleteIdentitiesRequest) Reset() {
 	*x = BulkDeleteIdentitiesRequest{}
-	mi := &file_manushya_identity_v1_identity_proto_msgTypes[17]
+	mi := &file_manushya_identity_v1_identity_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1173,7 +1265,7 @@ func (x *BulkDeleteIdentitiesRequest) String() string {
 func (*BulkDeleteIdentitiesRequest) ProtoMessage() {}
 
 func (x *BulkDeleteIdentitiesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_manushya_identity_v1_identity_proto_msgTypes[17]
+	mi := &file_manushya_identity_v1_identity_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1186,7 +1278,7 @@ func (x *BulkDeleteIdentitiesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BulkDeleteIdentitiesRequest.ProtoReflect.Descriptor instead.
 func (*BulkDeleteIdentitiesRequest) Descriptor() ([]byte, []int) {
-	return file_manushya_identity_v1_identity_proto_rawDescGZIP(), []int{17}
+	return file_manushya_identity_v1_identity_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *BulkDeleteIdentitiesRequest) GetIds() []string {
@@ -1214,7 +1306,7 @@ type BulkDeleteIdentitiesResponse struct {
 
 func (x *BulkDeleteIdentitiesResponse) Reset() {
 	*x = BulkDeleteIdentitiesResponse{}
-	mi := &file_manushya_identity_v1_identity_proto_msgTypes[18]
+	mi := &file_manushya_identity_v1_identity_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1226,7 +1318,7 @@ func (x *BulkDeleteIdentitiesResponse) String() string {
 func (*BulkDeleteIdentitiesResponse) ProtoMessage() {}
 
 func (x *BulkDeleteIdentitiesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_manushya_identity_v1_identity_proto_msgTypes[18]
+	mi := &file_manushya_identity_v1_identity_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1239,7 +1331,7 @@ func (x *BulkDeleteIdentitiesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BulkDeleteIdentitiesResponse.ProtoReflect.Descriptor instead.
 func (*BulkDeleteIdentitiesResponse) Descriptor() ([]byte, []int) {
-	return file_manushya_identity_v1_identity_proto_rawDescGZIP(), []int{18}
+	return file_manushya_identity_v1_identity_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *BulkDeleteIdentitiesResponse) GetResults() []*BulkDeleteIdentityResult {
@@ -1262,7 +1354,7 @@ type BulkDeleteIdentityResult struct {
 
 func (x *BulkDeleteIdentityResult) Reset() {
 	*x = BulkDeleteIdentityResult{}
-	mi := &file_manushya_identity_v1_identity_proto_msgTypes[19]
+	mi := &file_manushya_identity_v1_identity_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1274,7 +1366,7 @@ func (x *BulkDeleteIdentityResult) String() string {
 func (*BulkDeleteIdentityResult) ProtoMessage() {}
 
 func (x *BulkDeleteIdentityResult) ProtoReflect() protoreflect.Message {
-	mi := &file_manushya_identity_v1_identity_proto_msgTypes[19]
+	mi := &file_manushya_identity_v1_identity_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1287,7 +1379,7 @@ func (x *BulkDeleteIdentityResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BulkDeleteIdentityResult.ProtoReflect.Descriptor instead.
 func (*BulkDeleteIdentityResult) Descriptor() ([]byte, []int) {
-	return file_manushya_identity_v1_identity_proto_rawDescGZIP(), []int{19}
+	return file_manushya_identity_v1_identity_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *BulkDeleteIdentityResult) GetId() string {
@@ -1383,7 +1475,11 @@ const file_manushya_identity_v1_identity_proto_rawDesc = "" +
 	"\x15DeleteIdentityRequest\x12\x18\n" +
 	"\x02id\x18\x01 \x01(\tB\b\xbaH\x05r\x03\xb0\x01\x01R\x02id\x12\x12\n" +
 	"\x04hard\x18\x02 \x01(\bR\x04hard\"\x18\n" +
-	"\x16DeleteIdentityResponse\"w\n" +
+	"\x16DeleteIdentityResponse\"2\n" +
+	"\x16RestoreIdentityRequest\x12\x18\n" +
+	"\x02id\x18\x01 \x01(\tB\b\xbaH\x05r\x03\xb0\x01\x01R\x02id\"U\n" +
+	"\x17RestoreIdentityResponse\x12:\n" +
+	"\bidentity\x18\x01 \x01(\v2\x1e.manushya.identity.v1.IdentityR\bidentity\"w\n" +
 	"\x1bBulkCreateIdentitiesRequest\x12X\n" +
 	"\n" +
 	"identities\x18\x01 \x03(\v2+.manushya.identity.v1.CreateIdentityRequestB\v\xbaH\b\x92\x01\x05\b\x01\x10\xe8\aR\n" +
@@ -1405,8 +1501,7 @@ const file_manushya_identity_v1_identity_proto_rawDesc = "" +
 	"\x19IDENTITY_KIND_UNSPECIFIED\x10\x00\x12\x16\n" +
 	"\x12IDENTITY_KIND_USER\x10\x01\x12\x17\n" +
 	"\x13IDENTITY_KIND_AGENT\x10\x02\x12\x19\n" +
-	"\x15IDENTITY_KIND_SERVICE\x10\x032\xbf\n" +
-	"\n" +
+	"\x15IDENTITY_KIND_SERVICE\x10\x032\xec\v\n" +
 	"\x0fIdentityService\x12\x99\x01\n" +
 	"\x0eCreateIdentity\x12+.manushya.identity.v1.CreateIdentityRequest\x1a,.manushya.identity.v1.CreateIdentityResponse\",\xaa\x9f\x19\x11\n" +
 	"\x0fidentity.create\x82\xd3\xe4\x93\x02\x11:\x01*\"\f/v1/identity\x12\x90\x01\n" +
@@ -1419,7 +1514,9 @@ const file_manushya_identity_v1_identity_proto_rawDesc = "" +
 	"\x0eUpdateIdentity\x12+.manushya.identity.v1.UpdateIdentityRequest\x1a,.manushya.identity.v1.UpdateIdentityResponse\"i\xaa\x9f\x19\x11\n" +
 	"\x0fidentity.update\x82\xd3\xe4\x93\x02N:\bidentityZ&:\bidentity\x1a\x1a/v1/identity/{identity.id}2\x1a/v1/identity/{identity.id}\x12\x9b\x01\n" +
 	"\x0eDeleteIdentity\x12+.manushya.identity.v1.DeleteIdentityRequest\x1a,.manushya.identity.v1.DeleteIdentityResponse\".\xaa\x9f\x19\x11\n" +
-	"\x0fidentity.delete\x82\xd3\xe4\x93\x02\x13*\x11/v1/identity/{id}\x12\xb0\x01\n" +
+	"\x0fidentity.delete\x82\xd3\xe4\x93\x02\x13*\x11/v1/identity/{id}\x12\xaa\x01\n" +
+	"\x0fRestoreIdentity\x12,.manushya.identity.v1.RestoreIdentityRequest\x1a-.manushya.identity.v1.RestoreIdentityResponse\":\xaa\x9f\x19\x12\n" +
+	"\x10identity.restore\x82\xd3\xe4\x93\x02\x1e:\x01*\"\x19/v1/identity/{id}/restore\x12\xb0\x01\n" +
 	"\x14BulkCreateIdentities\x121.manushya.identity.v1.BulkCreateIdentitiesRequest\x1a2.manushya.identity.v1.BulkCreateIdentitiesResponse\"1\xaa\x9f\x19\x11\n" +
 	"\x0fidentity.create\x82\xd3\xe4\x93\x02\x16:\x01*\"\x11/v1/identity/bulk\x12\xb7\x01\n" +
 	"\x14BulkDeleteIdentities\x121.manushya.identity.v1.BulkDeleteIdentitiesRequest\x1a2.manushya.identity.v1.BulkDeleteIdentitiesResponse\"8\xaa\x9f\x19\x11\n" +
@@ -1438,7 +1535,7 @@ func file_manushya_identity_v1_identity_proto_rawDescGZIP() []byte {
 }
 
 var file_manushya_identity_v1_identity_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_manushya_identity_v1_identity_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
+var file_manushya_identity_v1_identity_proto_msgTypes = make([]protoimpl.MessageInfo, 22)
 var file_manushya_identity_v1_identity_proto_goTypes = []any{
 	(IdentityKind)(0),                    // 0: manushya.identity.v1.IdentityKind
 	(*Identity)(nil),                     // 1: manushya.identity.v1.Identity
@@ -1455,63 +1552,68 @@ var file_manushya_identity_v1_identity_proto_goTypes = []any{
 	(*UpdateIdentityResponse)(nil),       // 12: manushya.identity.v1.UpdateIdentityResponse
 	(*DeleteIdentityRequest)(nil),        // 13: manushya.identity.v1.DeleteIdentityRequest
 	(*DeleteIdentityResponse)(nil),       // 14: manushya.identity.v1.DeleteIdentityResponse
-	(*BulkCreateIdentitiesRequest)(nil),  // 15: manushya.identity.v1.BulkCreateIdentitiesRequest
-	(*BulkCreateIdentitiesResponse)(nil), // 16: manushya.identity.v1.BulkCreateIdentitiesResponse
-	(*BulkCreateIdentityResult)(nil),     // 17: manushya.identity.v1.BulkCreateIdentityResult
-	(*BulkDeleteIdentitiesRequest)(nil),  // 18: manushya.identity.v1.BulkDeleteIdentitiesRequest
-	(*BulkDeleteIdentitiesResponse)(nil), // 19: manushya.identity.v1.BulkDeleteIdentitiesResponse
-	(*BulkDeleteIdentityResult)(nil),     // 20: manushya.identity.v1.BulkDeleteIdentityResult
-	(*structpb.Struct)(nil),              // 21: google.protobuf.Struct
-	(*timestamppb.Timestamp)(nil),        // 22: google.protobuf.Timestamp
-	(*fieldmaskpb.FieldMask)(nil),        // 23: google.protobuf.FieldMask
-	(*status.Status)(nil),                // 24: google.rpc.Status
+	(*RestoreIdentityRequest)(nil),       // 15: manushya.identity.v1.RestoreIdentityRequest
+	(*RestoreIdentityResponse)(nil),      // 16: manushya.identity.v1.RestoreIdentityResponse
+	(*BulkCreateIdentitiesRequest)(nil),  // 17: manushya.identity.v1.BulkCreateIdentitiesRequest
+	(*BulkCreateIdentitiesResponse)(nil), // 18: manushya.identity.v1.BulkCreateIdentitiesResponse
+	(*BulkCreateIdentityResult)(nil),     // 19: manushya.identity.v1.BulkCreateIdentityResult
+	(*BulkDeleteIdentitiesRequest)(nil),  // 20: manushya.identity.v1.BulkDeleteIdentitiesRequest
+	(*BulkDeleteIdentitiesResponse)(nil), // 21: manushya.identity.v1.BulkDeleteIdentitiesResponse
+	(*BulkDeleteIdentityResult)(nil),     // 22: manushya.identity.v1.BulkDeleteIdentityResult
+	(*structpb.Struct)(nil),              // 23: google.protobuf.Struct
+	(*timestamppb.Timestamp)(nil),        // 24: google.protobuf.Timestamp
+	(*fieldmaskpb.FieldMask)(nil),        // 25: google.protobuf.FieldMask
+	(*status.Status)(nil),                // 26: google.rpc.Status
 }
 var file_manushya_identity_v1_identity_proto_depIdxs = []int32{
 	0,  // 0: manushya.identity.v1.Identity.kind:type_name -> manushya.identity.v1.IdentityKind
-	21, // 1: manushya.identity.v1.Identity.claims:type_name -> google.protobuf.Struct
-	22, // 2: manushya.identity.v1.Identity.create_time:type_name -> google.protobuf.Timestamp
-	22, // 3: manushya.identity.v1.Identity.update_time:type_name -> google.protobuf.Timestamp
-	22, // 4: manushya.identity.v1.Identity.delete_time:type_name -> google.protobuf.Timestamp
+	23, // 1: manushya.identity.v1.Identity.claims:type_name -> google.protobuf.Struct
+	24, // 2: manushya.identity.v1.Identity.create_time:type_name -> google.protobuf.Timestamp
+	24, // 3: manushya.identity.v1.Identity.update_time:type_name -> google.protobuf.Timestamp
+	24, // 4: manushya.identity.v1.Identity.delete_time:type_name -> google.protobuf.Timestamp
 	0,  // 5: manushya.identity.v1.CreateIdentityRequest.kind:type_name -> manushya.identity.v1.IdentityKind
-	21, // 6: manushya.identity.v1.CreateIdentityRequest.claims:type_name -> google.protobuf.Struct
+	23, // 6: manushya.identity.v1.CreateIdentityRequest.claims:type_name -> google.protobuf.Struct
 	1,  // 7: manushya.identity.v1.CreateIdentityResponse.identity:type_name -> manushya.identity.v1.Identity
 	2,  // 8: manushya.identity.v1.CreateIdentityResponse.tokens:type_name -> manushya.identity.v1.Tokens
 	1,  // 9: manushya.identity.v1.GetIdentityResponse.identity:type_name -> manushya.identity.v1.Identity
 	1,  // 10: manushya.identity.v1.GetMeResponse.identity:type_name -> manushya.identity.v1.Identity
 	0,  // 11: manushya.identity.v1.ListIdentitiesRequest.kind:type_name -> manushya.identity.v1.IdentityKind
-	22, // 12: manushya.identity.v1.ListIdentitiesRequest.created_after:type_name -> google.protobuf.Timestamp
-	22, // 13: manushya.identity.v1.ListIdentitiesRequest.created_before:type_name -> google.protobuf.Timestamp
+	24, // 12: manushya.identity.v1.ListIdentitiesRequest.created_after:type_name -> google.protobuf.Timestamp
+	24, // 13: manushya.identity.v1.ListIdentitiesRequest.created_before:type_name -> google.protobuf.Timestamp
 	1,  // 14: manushya.identity.v1.ListIdentitiesResponse.identities:type_name -> manushya.identity.v1.Identity
 	1,  // 15: manushya.identity.v1.UpdateIdentityRequest.identity:type_name -> manushya.identity.v1.Identity
-	23, // 16: manushya.identity.v1.UpdateIdentityRequest.update_mask:type_name -> google.protobuf.FieldMask
+	25, // 16: manushya.identity.v1.UpdateIdentityRequest.update_mask:type_name -> google.protobuf.FieldMask
 	1,  // 17: manushya.identity.v1.UpdateIdentityResponse.identity:type_name -> manushya.identity.v1.Identity
-	3,  // 18: manushya.identity.v1.BulkCreateIdentitiesRequest.identities:type_name -> manushya.identity.v1.CreateIdentityRequest
-	17, // 19: manushya.identity.v1.BulkCreateIdentitiesResponse.results:type_name -> manushya.identity.v1.BulkCreateIdentityResult
-	24, // 20: manushya.identity.v1.BulkCreateIdentityResult.status:type_name -> google.rpc.Status
-	1,  // 21: manushya.identity.v1.BulkCreateIdentityResult.identity:type_name -> manushya.identity.v1.Identity
-	20, // 22: manushya.identity.v1.BulkDeleteIdentitiesResponse.results:type_name -> manushya.identity.v1.BulkDeleteIdentityResult
-	24, // 23: manushya.identity.v1.BulkDeleteIdentityResult.status:type_name -> google.rpc.Status
-	3,  // 24: manushya.identity.v1.IdentityService.CreateIdentity:input_type -> manushya.identity.v1.CreateIdentityRequest
-	5,  // 25: manushya.identity.v1.IdentityService.GetIdentity:input_type -> manushya.identity.v1.GetIdentityRequest
-	7,  // 26: manushya.identity.v1.IdentityService.GetMe:input_type -> manushya.identity.v1.GetMeRequest
-	9,  // 27: manushya.identity.v1.IdentityService.ListIdentities:input_type -> manushya.identity.v1.ListIdentitiesRequest
-	11, // 28: manushya.identity.v1.IdentityService.UpdateIdentity:input_type -> manushya.identity.v1.UpdateIdentityRequest
-	13, // 29: manushya.identity.v1.IdentityService.DeleteIdentity:input_type -> manushya.identity.v1.DeleteIdentityRequest
-	15, // 30: manushya.identity.v1.IdentityService.BulkCreateIdentities:input_type -> manushya.identity.v1.BulkCreateIdentitiesRequest
-	18, // 31: manushya.identity.v1.IdentityService.BulkDeleteIdentities:input_type -> manushya.identity.v1.BulkDeleteIdentitiesRequest
-	4,  // 32: manushya.identity.v1.IdentityService.CreateIdentity:output_type -> manushya.identity.v1.CreateIdentityResponse
-	6,  // 33: manushya.identity.v1.IdentityService.GetIdentity:output_type -> manushya.identity.v1.GetIdentityResponse
-	8,  // 34: manushya.identity.v1.IdentityService.GetMe:output_type -> manushya.identity.v1.GetMeResponse
-	10, // 35: manushya.identity.v1.IdentityService.ListIdentities:output_type -> manushya.identity.v1.ListIdentitiesResponse
-	12, // 36: manushya.identity.v1.IdentityService.UpdateIdentity:output_type -> manushya.identity.v1.UpdateIdentityResponse
-	14, // 37: manushya.identity.v1.IdentityService.DeleteIdentity:output_type -> manushya.identity.v1.DeleteIdentityResponse
-	16, // 38: manushya.identity.v1.IdentityService.BulkCreateIdentities:output_type -> manushya.identity.v1.BulkCreateIdentitiesResponse
-	19, // 39: manushya.identity.v1.IdentityService.BulkDeleteIdentities:output_type -> manushya.identity.v1.BulkDeleteIdentitiesResponse
-	32, // [32:40] is the sub-list for method output_type
-	24, // [24:32] is the sub-list for method input_type
-	24, // [24:24] is the sub-list for extension type_name
-	24, // [24:24] is the sub-list for extension extendee
-	0,  // [0:24] is the sub-list for field type_name
+	1,  // 18: manushya.identity.v1.RestoreIdentityResponse.identity:type_name -> manushya.identity.v1.Identity
+	3,  // 19: manushya.identity.v1.BulkCreateIdentitiesRequest.identities:type_name -> manushya.identity.v1.CreateIdentityRequest
+	19, // 20: manushya.identity.v1.BulkCreateIdentitiesResponse.results:type_name -> manushya.identity.v1.BulkCreateIdentityResult
+	26, // 21: manushya.identity.v1.BulkCreateIdentityResult.status:type_name -> google.rpc.Status
+	1,  // 22: manushya.identity.v1.BulkCreateIdentityResult.identity:type_name -> manushya.identity.v1.Identity
+	22, // 23: manushya.identity.v1.BulkDeleteIdentitiesResponse.results:type_name -> manushya.identity.v1.BulkDeleteIdentityResult
+	26, // 24: manushya.identity.v1.BulkDeleteIdentityResult.status:type_name -> google.rpc.Status
+	3,  // 25: manushya.identity.v1.IdentityService.CreateIdentity:input_type -> manushya.identity.v1.CreateIdentityRequest
+	5,  // 26: manushya.identity.v1.IdentityService.GetIdentity:input_type -> manushya.identity.v1.GetIdentityRequest
+	7,  // 27: manushya.identity.v1.IdentityService.GetMe:input_type -> manushya.identity.v1.GetMeRequest
+	9,  // 28: manushya.identity.v1.IdentityService.ListIdentities:input_type -> manushya.identity.v1.ListIdentitiesRequest
+	11, // 29: manushya.identity.v1.IdentityService.UpdateIdentity:input_type -> manushya.identity.v1.UpdateIdentityRequest
+	13, // 30: manushya.identity.v1.IdentityService.DeleteIdentity:input_type -> manushya.identity.v1.DeleteIdentityRequest
+	15, // 31: manushya.identity.v1.IdentityService.RestoreIdentity:input_type -> manushya.identity.v1.RestoreIdentityRequest
+	17, // 32: manushya.identity.v1.IdentityService.BulkCreateIdentities:input_type -> manushya.identity.v1.BulkCreateIdentitiesRequest
+	20, // 33: manushya.identity.v1.IdentityService.BulkDeleteIdentities:input_type -> manushya.identity.v1.BulkDeleteIdentitiesRequest
+	4,  // 34: manushya.identity.v1.IdentityService.CreateIdentity:output_type -> manushya.identity.v1.CreateIdentityResponse
+	6,  // 35: manushya.identity.v1.IdentityService.GetIdentity:output_type -> manushya.identity.v1.GetIdentityResponse
+	8,  // 36: manushya.identity.v1.IdentityService.GetMe:output_type -> manushya.identity.v1.GetMeResponse
+	10, // 37: manushya.identity.v1.IdentityService.ListIdentities:output_type -> manushya.identity.v1.ListIdentitiesResponse
+	12, // 38: manushya.identity.v1.IdentityService.UpdateIdentity:output_type -> manushya.identity.v1.UpdateIdentityResponse
+	14, // 39: manushya.identity.v1.IdentityService.DeleteIdentity:output_type -> manushya.identity.v1.DeleteIdentityResponse
+	16, // 40: manushya.identity.v1.IdentityService.RestoreIdentity:output_type -> manushya.identity.v1.RestoreIdentityResponse
+	18, // 41: manushya.identity.v1.IdentityService.BulkCreateIdentities:output_type -> manushya.identity.v1.BulkCreateIdentitiesResponse
+	21, // 42: manushya.identity.v1.IdentityService.BulkDeleteIdentities:output_type -> manushya.identity.v1.BulkDeleteIdentitiesResponse
+	34, // [34:43] is the sub-list for method output_type
+	25, // [25:34] is the sub-list for method input_type
+	25, // [25:25] is the sub-list for extension type_name
+	25, // [25:25] is the sub-list for extension extendee
+	0,  // [0:25] is the sub-list for field type_name
 }
 
 func init() { file_manushya_identity_v1_identity_proto_init() }
@@ -1525,7 +1627,7 @@ func file_manushya_identity_v1_identity_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_manushya_identity_v1_identity_proto_rawDesc), len(file_manushya_identity_v1_identity_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   20,
+			NumMessages:   22,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -25,6 +25,7 @@ const (
 	IdentityService_ListIdentities_FullMethodName       = "/manushya.identity.v1.IdentityService/ListIdentities"
 	IdentityService_UpdateIdentity_FullMethodName       = "/manushya.identity.v1.IdentityService/UpdateIdentity"
 	IdentityService_DeleteIdentity_FullMethodName       = "/manushya.identity.v1.IdentityService/DeleteIdentity"
+	IdentityService_RestoreIdentity_FullMethodName      = "/manushya.identity.v1.IdentityService/RestoreIdentity"
 	IdentityService_BulkCreateIdentities_FullMethodName = "/manushya.identity.v1.IdentityService/BulkCreateIdentities"
 	IdentityService_BulkDeleteIdentities_FullMethodName = "/manushya.identity.v1.IdentityService/BulkDeleteIdentities"
 )
@@ -67,6 +68,15 @@ type IdentityServiceClient interface {
 	// Soft by default: the identity stops authenticating and can be restored within
 	// the tenant's restore window. With hard=true it is purged at once.
 	DeleteIdentity(ctx context.Context, in *DeleteIdentityRequest, opts ...grpc.CallOption) (*DeleteIdentityResponse, error)
+	// Restore a soft-deleted identity.
+	//
+	// Within the tenant's restore window (settings.deleted_identity_retention_days,
+	// 30 days unless set) the identity comes back active, with its claims, roles and
+	// memories. Its sessions and API keys stay revoked: the admin issues new
+	// credentials. A purged identity is NOT_FOUND; one whose window has ended but
+	// that the retention sweeper has not purged yet is FAILED_PRECONDITION naming
+	// the window, and so is a live identity.
+	RestoreIdentity(ctx context.Context, in *RestoreIdentityRequest, opts ...grpc.CallOption) (*RestoreIdentityResponse, error)
 	// Create up to 1000 identities in one call.
 	//
 	// Each item succeeds or fails on its own; the response has a status per item, in
@@ -146,6 +156,16 @@ func (c *identityServiceClient) DeleteIdentity(ctx context.Context, in *DeleteId
 	return out, nil
 }
 
+func (c *identityServiceClient) RestoreIdentity(ctx context.Context, in *RestoreIdentityRequest, opts ...grpc.CallOption) (*RestoreIdentityResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RestoreIdentityResponse)
+	err := c.cc.Invoke(ctx, IdentityService_RestoreIdentity_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *identityServiceClient) BulkCreateIdentities(ctx context.Context, in *BulkCreateIdentitiesRequest, opts ...grpc.CallOption) (*BulkCreateIdentitiesResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(BulkCreateIdentitiesResponse)
@@ -204,6 +224,15 @@ type IdentityServiceServer interface {
 	// Soft by default: the identity stops authenticating and can be restored within
 	// the tenant's restore window. With hard=true it is purged at once.
 	DeleteIdentity(context.Context, *DeleteIdentityRequest) (*DeleteIdentityResponse, error)
+	// Restore a soft-deleted identity.
+	//
+	// Within the tenant's restore window (settings.deleted_identity_retention_days,
+	// 30 days unless set) the identity comes back active, with its claims, roles and
+	// memories. Its sessions and API keys stay revoked: the admin issues new
+	// credentials. A purged identity is NOT_FOUND; one whose window has ended but
+	// that the retention sweeper has not purged yet is FAILED_PRECONDITION naming
+	// the window, and so is a live identity.
+	RestoreIdentity(context.Context, *RestoreIdentityRequest) (*RestoreIdentityResponse, error)
 	// Create up to 1000 identities in one call.
 	//
 	// Each item succeeds or fails on its own; the response has a status per item, in
@@ -240,6 +269,9 @@ func (UnimplementedIdentityServiceServer) UpdateIdentity(context.Context, *Updat
 }
 func (UnimplementedIdentityServiceServer) DeleteIdentity(context.Context, *DeleteIdentityRequest) (*DeleteIdentityResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method DeleteIdentity not implemented")
+}
+func (UnimplementedIdentityServiceServer) RestoreIdentity(context.Context, *RestoreIdentityRequest) (*RestoreIdentityResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method RestoreIdentity not implemented")
 }
 func (UnimplementedIdentityServiceServer) BulkCreateIdentities(context.Context, *BulkCreateIdentitiesRequest) (*BulkCreateIdentitiesResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method BulkCreateIdentities not implemented")
@@ -376,6 +408,24 @@ func _IdentityService_DeleteIdentity_Handler(srv interface{}, ctx context.Contex
 	return interceptor(ctx, in, info, handler)
 }
 
+func _IdentityService_RestoreIdentity_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RestoreIdentityRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(IdentityServiceServer).RestoreIdentity(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: IdentityService_RestoreIdentity_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(IdentityServiceServer).RestoreIdentity(ctx, req.(*RestoreIdentityRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _IdentityService_BulkCreateIdentities_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(BulkCreateIdentitiesRequest)
 	if err := dec(in); err != nil {
@@ -442,6 +492,10 @@ var IdentityService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "DeleteIdentity",
 			Handler:    _IdentityService_DeleteIdentity_Handler,
+		},
+		{
+			MethodName: "RestoreIdentity",
+			Handler:    _IdentityService_RestoreIdentity_Handler,
 		},
 		{
 			MethodName: "BulkCreateIdentities",
