@@ -2,8 +2,12 @@ package webhooks_test
 
 import (
 	"context"
+	"io/fs"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -56,7 +60,14 @@ func TestErasureRemovesEventsAndDeliveries(t *testing.T) {
 	var report string
 	require.NoError(t, conn.QueryRow(ctx, `SELECT data::text FROM webhooks.events WHERE type = 'erasure.progress'`).Scan(&report))
 	require.JSONEq(t, `{"erasure_id": "`+erasureID+`", "service": "webhooks", "counts": [
-		{"kind": "events", "count": 2}, {"kind": "webhook_deliveries", "count": 2}, {"kind": "webhook_attempts", "count": 2}]}`, report)
+		{"kind": "events", "count": 2}, {"kind": "webhook_deliveries", "count": 2}, {"kind": "webhook_attempts", "count": 2},
+		{"kind": "stream_events", "count": 2}]}`, report)
+	// The stream's copies are gone from its files on disk (a secure delete
+	// overwrites them), while the other identity's event is still there.
+	onDisk := streamFiles(t, b.natsDir)
+	require.NotContains(t, onDisk, "a secret of the erased")
+	require.NotContains(t, onDisk, "another secret")
+	require.Contains(t, onDisk, "someone else's")
 	require.Zero(t, count(`SELECT count(*) FROM webhooks.events WHERE data::text LIKE '%secret%' AND data ->> 'identity_id' = $1`, erased))
 	require.EqualValues(t, 1, count(`SELECT count(*) FROM webhooks.events WHERE data ->> 'identity_id' = $1`, kept))
 	require.EqualValues(t, 1, count(`SELECT count(*) FROM webhooks.deliveries`))
@@ -69,4 +80,23 @@ func TestErasureRemovesEventsAndDeliveries(t *testing.T) {
 	require.Zero(t, count(`SELECT count(*) FROM webhooks.endpoints WHERE tenant_id = $1`, uuid.MustParse(tenantA)))
 	require.Zero(t, count(`SELECT count(*) FROM webhooks.deliveries`))
 	require.Zero(t, count(`SELECT count(*) FROM webhooks.events WHERE type = 'memory.created'`))
+}
+
+// streamFiles is every file NATS keeps under dir, concatenated: what a backup of
+// the server's storage would hold.
+func streamFiles(t *testing.T, dir string) string {
+	t.Helper()
+	var all strings.Builder
+	require.NoError(t, filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return err
+		}
+		all.Write(b)
+		return nil
+	}))
+	return all.String()
 }
