@@ -18,13 +18,15 @@ const scrubBatch = 500
 // match with a secure delete, which overwrites the message's bytes in the stream's
 // store rather than only marking it deleted. Messages published after the scrub
 // began are not read. Consumers that had not yet received a removed message never
-// will. A message that is not a valid event is kept. It returns how many it
-// removed; running it again removes what is left (nothing, when it completed).
+// will. A message that is not a valid event is kept. afterBatch, when not nil, is
+// called after every batch read (a consumer handler keeps its message alive with
+// it). It returns how many it removed; running it again removes what is left
+// (nothing, when it completed).
 //
 // Erasure uses it so that an erased identity's earlier events (an external id in
 // identity.created, claims in identity.updated) do not outlive the erasure in the
 // stream for its retention period.
-func (b *Bus) Scrub(ctx context.Context, tenant string, match func(Event) bool) (int, error) {
+func (b *Bus) Scrub(ctx context.Context, tenant string, match func(Event) bool, afterBatch func()) (int, error) {
 	stream, err := b.JS.Stream(ctx, b.stream.Name)
 	if err != nil {
 		return 0, fmt.Errorf("scrub: stream %s: %w", b.stream.Name, err)
@@ -81,6 +83,9 @@ func (b *Bus) Scrub(ctx context.Context, tenant string, match func(Event) bool) 
 		}
 		if err := batch.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) {
 			return removed, fmt.Errorf("scrub: fetch: %w", err)
+		}
+		if afterBatch != nil {
+			afterBatch()
 		}
 		// Nothing more within the wait: every message of the tenant up to last
 		// has been read (the filter skips other tenants' sequences).

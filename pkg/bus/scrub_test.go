@@ -40,7 +40,7 @@ func TestScrubRemovesOnlyMatchingEventsOfTheTenant(t *testing.T) {
 	publish(tenantA, "identity.erased", erased, map[string]string{"identity_id": erased})
 
 	match := func(ev bus.Event) bool { return ev.Subject == erased && ev.Type != "identity.erased" }
-	n, err := b.Scrub(ctx, tenantA, match)
+	n, err := b.Scrub(ctx, tenantA, match, nil)
 	require.NoError(t, err)
 	require.Equal(t, 3, n)
 
@@ -61,7 +61,7 @@ func TestScrubRemovesOnlyMatchingEventsOfTheTenant(t *testing.T) {
 	require.Equal(t, 3, strings.Count(all, "other-tenant@example.com"), "another tenant's events are not touched")
 	require.Contains(t, all, `"type":"identity.erased"`)
 
-	n, err = b.Scrub(ctx, tenantA, match)
+	n, err = b.Scrub(ctx, tenantA, match, nil)
 	require.NoError(t, err)
 	require.Zero(t, n)
 }

@@ -46,7 +46,7 @@ func (s *Service) consumeErasures(ctx context.Context, b *bus.Bus) error {
 			}
 			// The stream's copies go first: a failed scrub is retried with the
 			// whole erasure, and the report below counts it.
-			scrubbed, err := b.Scrub(ctx, tenant.String(), erasedEvent(identity))
+			scrubbed, err := b.Scrub(ctx, tenant.String(), erasedEvent(identity), func() { erasure.KeepAlive(ctx) })
 			if err != nil {
 				return fmt.Errorf("scrub the event stream (erasure %s): %w", erasureID, err)
 			}
