@@ -245,9 +245,9 @@ func (w *embedWorker) embed(ctx context.Context, tenant uuid.UUID, ids []uuid.UU
 			return err
 		}
 	}
-	// Chunks are embedded and stored concurrently: most of a chunk's time is
-	// PostgreSQL inserting its vectors into the HNSW index, which runs on
-	// several cores at once.
+	// Chunks are embedded and stored concurrently: the embedding calls and
+	// the writes of several chunks overlap. (Storing a vector no longer inserts
+	// it into the HNSW graph: the indexer does that later, see indexer.go.)
 	n := w.svc.cfg.EmbedBatchSize
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(w.svc.cfg.EmbedConcurrency)
@@ -290,7 +290,7 @@ func (w *embedWorker) embedChunk(ctx context.Context, tenant uuid.UUID, chunk []
 		// compared as stored (its ciphertext).
 		rows, err := tx.Tx.Query(ctx, `
 UPDATE memory.memories m
-SET embedding = NULLIF(u.vec, '')::vector, embedding_status = 2, embedding_error = '', embedding_model = $4
+SET embedding = NULLIF(u.vec, '')::vector, embedding_indexed = false, embedding_status = 2, embedding_error = '', embedding_model = $4
 FROM unnest($1::uuid[], $2::text[], $3::text[], $5::bytea[]) AS u(id, vec, text, sealed)
 WHERE m.id = u.id AND m.text = u.text AND m.text_sealed IS NOT DISTINCT FROM u.sealed AND m.embedding_status <> 2
 RETURNING `+store.Columns, ids, vals, storedTexts, model, sealed)
@@ -320,7 +320,11 @@ RETURNING `+store.Columns, ids, vals, storedTexts, model, sealed)
 				return err
 			}
 		}
-		return tx.EmbeddingJobsDone(ctx, stored)
+		if err := tx.EmbeddingJobsDone(ctx, stored); err != nil {
+			return err
+		}
+		// Last, so the tenant's queue row is held only until the commit.
+		return markFresh(ctx, tx, tenant)
 	})
 	if err != nil {
 		return fmt.Errorf("store embeddings of tenant %s: %w", tenant, err)
