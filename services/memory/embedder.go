@@ -47,7 +47,9 @@ func (w *embedWorker) consume(ctx context.Context, b *bus.Bus) error {
 		// second after acknowledging (measured: 1,000 memories a second, with
 		// the embedder idle most of the time). Room for four fetches.
 		cons, err = b.Consumer(ctx, consumerName, []string{bus.TypeFilter(EventCreated), bus.TypeFilter(EventUpdated)},
-			func(c *jetstream.ConsumerConfig) { c.MaxAckPending = max(c.MaxAckPending, 4*w.svc.cfg.EmbedBatchSize*4) })
+			func(c *jetstream.ConsumerConfig) {
+				c.MaxAckPending = max(c.MaxAckPending, 4*w.svc.cfg.EmbedBatchSize*4)
+			})
 		if err == nil {
 			break
 		}
