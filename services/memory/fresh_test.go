@@ -72,7 +72,7 @@ WHERE tenant_id = $1 AND embedding_status = 2`, tenant).Scan(&n))
 
 	search := func(key string, req *memoryv1.SearchMemoriesRequest) []*memoryv1.SearchResult {
 		t.Helper()
-		if req.Query == "" {
+		if req.GetQuery() == "" {
 			req.Query = text
 		}
 		resp, err := b.client.SearchMemories(as(key), req)
