@@ -75,8 +75,11 @@ func (s *Service) indexTenant(ctx context.Context, tenant uuid.UUID) (int64, err
 		return 0, err
 	}
 	var waiting int64
+	// A failed pass leaves the tenant queued for the next one (also when it
+	// failed because the process is stopping).
 	requeue := func(err error) (int64, error) {
-		_ = s.store.InTenant(context.WithoutCancel(ctx), tenant, func(tx *store.Tx) error { return markFresh(ctx, tx, tenant) })
+		rctx := context.WithoutCancel(ctx)
+		_ = s.store.InTenant(rctx, tenant, func(tx *store.Tx) error { return markFresh(rctx, tx, tenant) })
 		return waiting, err
 	}
 	err := s.store.InTenant(ctx, tenant, func(tx *store.Tx) error {
