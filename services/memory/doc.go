@@ -19,7 +19,16 @@
 // memories in their own region of the one shared graph and their order within
 // it unchanged, so a search does not walk through other tenants' memories.
 // Candidates are re-ranked from the stored full-precision vector: thresholds
-// and scores are exact. Keyword search uses a generated tsvector with a GIN index. One filter
+// and scores are exact.
+//
+// A stored vector is searchable at once, before it is in the graph: the index
+// is partial on embedding_indexed, and a vector search merges the graph's
+// candidates with an exact scan of the tenant's "fresh" rows (stored, not yet
+// indexed; memories_fresh), in one statement, by distance, before the limit.
+// The indexer (indexer.go) flips the flag in batches of 500 per tenant, which
+// inserts the rows into the graph off the searchable path; storing a vector
+// queues its tenant (memory.fresh_tenants). Searches ranked exactly (small
+// scopes) read both kinds of rows alike. Keyword search uses a generated tsvector with a GIN index. One filter
 // grammar (filter.go) serves list, search and bulk delete, compiled to
 // parameterised SQL.
 //

@@ -152,6 +152,9 @@ func setup(t testing.TB, opts ...setupOpts) *testBundle {
 	if cfg.SweepInterval == 0 {
 		cfg.SweepInterval = time.Hour // tests run the sweepers by hand
 	}
+	if cfg.IndexInterval == 0 {
+		cfg.IndexInterval = time.Hour // and the indexer
+	}
 	cfg.DisableWorkers = o.noWorkers
 	mod, err := New(cfg, deps)
 	require.NoError(t, err)

@@ -9,6 +9,8 @@ type metrics struct {
 	search   *prometheus.HistogramVec // by mode that ran and path (ann, exact, keyword)
 	embedded *prometheus.CounterVec   // memories by result (ready, failed)
 	batch    prometheus.Histogram     // texts per Embed call
+	fresh    prometheus.Gauge         // stored vectors not yet in the HNSW graph, as the indexer last found them
+	indexed  prometheus.Counter       // vectors the indexer put in the graph
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -27,9 +29,17 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Help:    "Texts per call to the embedding service.",
 			Buckets: prometheus.ExponentialBuckets(1, 2, 10),
 		}),
+		fresh: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: "manushya", Subsystem: "memory", Name: "fresh_vectors",
+			Help: "Stored vectors not yet in the HNSW graph (searched by exact scan), as the indexer's last pass found them.",
+		}),
+		indexed: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "manushya", Subsystem: "memory", Name: "vectors_indexed_total",
+			Help: "Vectors the background indexer put in the HNSW graph.",
+		}),
 	}
 	if reg != nil {
-		for _, c := range []prometheus.Collector{m.search, m.embedded, m.batch} {
+		for _, c := range []prometheus.Collector{m.search, m.embedded, m.batch, m.fresh, m.indexed} {
 			// Only a second module on the same registry fails here; it then
 			// counts into collectors nobody scrapes, which is harmless.
 			_ = reg.Register(c)

@@ -27,16 +27,16 @@ func TestSearchPlans(t *testing.T) {
 	_, err := b.admin.Exec(ctx, "DROP INDEX memory.memories_embedding_hnsw")
 	require.NoError(t, err)
 	// 6000 rows over two tenants and 60 identities, random unit-ish vectors, one
-	// in 500 tagged with a rare client id.
+	// in 500 tagged with a rare client id, one in 100 fresh (not yet indexed).
 	_, err = b.admin.Exec(ctx, `
-INSERT INTO memory.memories (id, tenant_id, identity_id, text, metadata, embedding, embedding_status)
+INSERT INTO memory.memories (id, tenant_id, identity_id, text, metadata, embedding, embedding_status, embedding_indexed)
 SELECT gen_random_uuid(),
        CASE WHEN g % 2 = 0 THEN $1::uuid ELSE $2::uuid END,
        ('00000000-0000-0000-0000-0000000000' || lpad((g % 60)::text, 2, '0'))::uuid,
        'memory number ' || g || ' about topic ' || (g % 97),
        CASE WHEN g % 500 = 0 THEN '{"client_id": "rare"}'::jsonb ELSE jsonb_build_object('client_id', 'c' || (g % 7)) END,
        (SELECT array_agg(random() - 0.5)::vector(384) FROM generate_series(1, 384) WHERE g > 0),
-       2
+       2, g % 100 <> 0
 FROM generate_series(1, 6000) g`, b.tenantA, b.tenantB)
 	require.NoError(t, err)
 	_, err = b.admin.Exec(ctx, hnswIndexSQL)
@@ -94,6 +94,7 @@ FROM generate_series(1, 6000) g`, b.tenantA, b.tenantB)
 
 	p := explain(selection{}, ann)
 	require.Contains(t, p, "memories_embedding_hnsw", "tenant-wide vector search:\n%s", p)
+	require.Contains(t, p, "memories_fresh", "tenant-wide vector search, fresh rows:\n%s", p)
 	p = explain(selection{identityID: ident}, exact)
 	require.Contains(t, p, "memories_identity_time", "identity-scoped exact search:\n%s", p)
 	require.NotContains(t, p, "hnsw", p)
@@ -107,10 +108,11 @@ FROM generate_series(1, 6000) g`, b.tenantA, b.tenantB)
 	require.Contains(t, p, "memories_tenant_time", "tenant list:\n%s", p)
 }
 
-// hnswIndexSQL is the HNSW index of migration 00006, for tests that drop it to
-// load rows in bulk and build it afterwards.
+// hnswIndexSQL is the HNSW index of migration 00007 (partial on
+// embedding_indexed), for tests that drop it to load rows in bulk and build it
+// afterwards.
 const hnswIndexSQL = `CREATE INDEX memories_embedding_hnsw ON memory.memories
   USING hnsw ((memory.fenced_embedding(embedding, tenant_id)::halfvec(416)) halfvec_cosine_ops)
-  WITH (m = 16, ef_construction = 64)`
+  WITH (m = 16, ef_construction = 64) WHERE embedding_indexed`
 
 var vectorLiteral = regexp.MustCompile(`'\[[^\]]*\]'`)

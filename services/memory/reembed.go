@@ -138,7 +138,7 @@ func Reembed(ctx context.Context, pool *pgxpool.Pool, tenant uuid.UUID, opts Ree
 			// queued its own embedding. A sealed text is compared as stored.
 			rows, err := tx.Tx.Query(ctx, `
 UPDATE memory.memories m
-SET embedding = NULLIF(u.vec, '')::vector, embedding_model = $4, embedding_status = 2, embedding_error = ''
+SET embedding = NULLIF(u.vec, '')::vector, embedding_indexed = false, embedding_model = $4, embedding_status = 2, embedding_error = ''
 FROM unnest($1::uuid[], $2::text[], $3::text[], $5::bytea[]) AS u(id, vec, text, sealed)
 WHERE m.id = u.id AND m.text = u.text AND m.text_sealed IS NOT DISTINCT FROM u.sealed
 RETURNING m.id`, ids, vals, storedTexts, model, sealed)
@@ -161,7 +161,11 @@ RETURNING m.id`, ids, vals, storedTexts, model, sealed)
 			written = int64(len(done))
 			// A pending job of a memory embedded here is done; the job of a
 			// skipped (edited) one stays.
-			return tx.EmbeddingJobsDone(ctx, done)
+			if err := tx.EmbeddingJobsDone(ctx, done); err != nil {
+				return err
+			}
+			// The new vectors are fresh: the indexer puts them in the graph.
+			return markFresh(ctx, tx, tenant)
 		})
 		if err != nil {
 			return res, fmt.Errorf("reembed: store a batch of tenant %s: %w", tenant, err)

@@ -281,6 +281,8 @@ func (s *Service) vectorSearch(ctx context.Context, tx *store.Tx, tenant uuid.UU
 		hits = nil
 		args.vals = args.vals[:len(args.vals)-2]
 	}
+	// The graph holds the indexed rows; the fresh ones (stored, not yet
+	// indexed: migration 00007) are ranked exactly in the same statement.
 	sql := annSQL(where, q, args.add(tenant), args.add(maxDistance), args.add(k))
 	err := tx.Query(ctx, sql, args.vals, func() []any { return []any{&d} }, func(m store.Memory) {
 		hits = append(hits, hit{m: m, distance: d})
@@ -318,12 +320,23 @@ func (l *largeTenants) mark(tenant uuid.UUID) {
 // and each candidate's distance is then computed from the stored
 // full-precision vector, so the threshold and the scores are exact. tenant
 // must be the tenant the conditions select.
+//
+// The graph is partial (migration 00007): it holds the rows with
+// embedding_indexed. The tenant's fresh rows (a stored vector the indexer has
+// not put in the graph yet) are ranked by an exact scan through the
+// memories_fresh index, under the same conditions, and the two parts are merged
+// by distance before the limit. One statement reads both under one snapshot,
+// so a row the indexer flips meanwhile is in exactly one of them.
 func annSQL(where, q, tenant, maxd, k string) string {
 	return "WITH nearest AS MATERIALIZED (SELECT " + store.Columns + ", m.embedding <=> " + q + "::vector AS distance" +
-		" FROM memory.memories m WHERE " + where +
+		" FROM memory.memories m WHERE " + where + " AND m.embedding_indexed" +
 		" ORDER BY memory.fenced_embedding(m.embedding, m.tenant_id)::halfvec(" + fencedDims + ")" +
-		" <=> memory.fenced_embedding(" + q + "::vector, " + tenant + "::uuid)::halfvec(" + fencedDims + ") LIMIT " + k + ")" +
-		" SELECT * FROM nearest WHERE distance <= " + maxd + " ORDER BY distance, id"
+		" <=> memory.fenced_embedding(" + q + "::vector, " + tenant + "::uuid)::halfvec(" + fencedDims + ") LIMIT " + k + ")," +
+		" fresh AS MATERIALIZED (SELECT " + store.Columns + ", m.embedding <=> " + q + "::vector AS distance" +
+		" FROM memory.memories m WHERE " + where + " AND NOT m.embedding_indexed AND m.tenant_id = " + tenant + "::uuid" +
+		" ORDER BY distance, m.id LIMIT " + k + ")" +
+		" SELECT * FROM (SELECT * FROM nearest UNION ALL SELECT * FROM fresh) u" +
+		" WHERE distance <= " + maxd + " ORDER BY distance, id LIMIT " + k
 }
 
 // fencedDims is the dimension of the indexed fenced vectors as SQL text: the
