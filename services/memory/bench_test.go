@@ -126,7 +126,7 @@ func BenchmarkSearch(b *testing.B) {
 		require.NoError(b, err)
 	}
 	// MEMORY_BENCH_FRESH=N leaves N of the tenant's rows fresh (stored, not
-	// in the graph: migration 00007), as during a bulk ingest the indexer has
+	// in the graph: migration 00012), as during a bulk ingest the indexer has
 	// not caught up with.
 	if v, err := strconv.Atoi(os.Getenv("MEMORY_BENCH_FRESH")); err == nil && v > 0 {
 		_, err = tb.admin.Exec(ctx, `UPDATE memory.memories SET embedding_indexed = false

@@ -166,7 +166,7 @@ VALUES ($1, $2, $3, 'seeded', $4::vector, $5, 2)`, id, tenant, uuid.New(), vecSt
 	var def string
 	require.NoError(t, admin.QueryRow(ctx, `SELECT pg_get_indexdef('memory.memories_embedding_hnsw'::regclass)`).Scan(&def))
 	require.Contains(t, def, "fenced_embedding")
-	// 00007: the graph is partial, and the rows that had vectors are in it.
+	// 00012: the graph is partial, and the rows that had vectors are in it.
 	require.Contains(t, def, "WHERE embedding_indexed")
 	var fresh int
 	require.NoError(t, admin.QueryRow(ctx, `SELECT count(*) FROM memory.memories WHERE embedding IS NOT NULL AND NOT embedding_indexed`).Scan(&fresh))

@@ -17,7 +17,7 @@ import (
 const indexBatch = 500
 
 // A stored vector is searchable at once as a "fresh" row (embedding_indexed
-// false, migration 00007): vector search ranks a tenant's fresh rows by an
+// false, migration 00012): vector search ranks a tenant's fresh rows by an
 // exact scan next to the graph's candidates (annSQL). The indexer moves them
 // into the graph behind the searchable path, so the cost of the graph insert
 // (about 2 ms a row) is no longer paid before a memory can be found.

@@ -108,7 +108,7 @@ FROM generate_series(1, 6000) g`, b.tenantA, b.tenantB)
 	require.Contains(t, p, "memories_tenant_time", "tenant list:\n%s", p)
 }
 
-// hnswIndexSQL is the HNSW index of migration 00007 (partial on
+// hnswIndexSQL is the HNSW index of migration 00012 (partial on
 // embedding_indexed), for tests that drop it to load rows in bulk and build it
 // afterwards.
 const hnswIndexSQL = `CREATE INDEX memories_embedding_hnsw ON memory.memories

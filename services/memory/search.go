@@ -282,7 +282,7 @@ func (s *Service) vectorSearch(ctx context.Context, tx *store.Tx, tenant uuid.UU
 		args.vals = args.vals[:len(args.vals)-2]
 	}
 	// The graph holds the indexed rows; the fresh ones (stored, not yet
-	// indexed: migration 00007) are ranked exactly in the same statement.
+	// indexed: migration 00012) are ranked exactly in the same statement.
 	sql := annSQL(where, q, args.add(tenant), args.add(maxDistance), args.add(k))
 	err := tx.Query(ctx, sql, args.vals, func() []any { return []any{&d} }, func(m store.Memory) {
 		hits = append(hits, hit{m: m, distance: d})
@@ -321,7 +321,7 @@ func (l *largeTenants) mark(tenant uuid.UUID) {
 // full-precision vector, so the threshold and the scores are exact. tenant
 // must be the tenant the conditions select.
 //
-// The graph is partial (migration 00007): it holds the rows with
+// The graph is partial (migration 00012): it holds the rows with
 // embedding_indexed. The tenant's fresh rows (a stored vector the indexer has
 // not put in the graph yet) are ranked by an exact scan through the
 // memories_fresh index, under the same conditions, and the two parts are merged
