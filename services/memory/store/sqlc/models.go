@@ -41,29 +41,35 @@ type MemoryExpiration struct {
 	ExpireTime time.Time
 }
 
+type MemoryFreshTenant struct {
+	TenantID  uuid.UUID
+	SinceTime time.Time
+}
+
 type MemoryMemory struct {
-	ID              uuid.UUID
-	TenantID        uuid.UUID
-	IdentityID      uuid.UUID
-	AgentID         *uuid.UUID
-	SessionID       *string
-	Text            string
-	Type            string
-	Metadata        []byte
-	Version         int32
-	Embedding       *pgvector.Vector
-	EmbeddingModel  string
-	EmbeddingStatus int16
-	EmbeddingError  string
-	Tsv             interface{}
-	IdempotencyKey  *string
-	RequestHash     []byte
-	ExpireTime      *time.Time
-	CreateTime      time.Time
-	UpdateTime      time.Time
-	DeleteTime      *time.Time
-	ActorID         *uuid.UUID
-	TextSealed      []byte
+	ID               uuid.UUID
+	TenantID         uuid.UUID
+	IdentityID       uuid.UUID
+	AgentID          *uuid.UUID
+	SessionID        *string
+	Text             string
+	Type             string
+	Metadata         []byte
+	Version          int32
+	Embedding        *pgvector.Vector
+	EmbeddingModel   string
+	EmbeddingStatus  int16
+	EmbeddingError   string
+	Tsv              interface{}
+	IdempotencyKey   *string
+	RequestHash      []byte
+	ExpireTime       *time.Time
+	CreateTime       time.Time
+	UpdateTime       time.Time
+	DeleteTime       *time.Time
+	ActorID          *uuid.UUID
+	TextSealed       []byte
+	EmbeddingIndexed bool
 }
 
 type MemoryMemoryVersion struct {
