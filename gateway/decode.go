@@ -100,9 +100,100 @@ func decodeJSON(data []byte, v any, base *runtime.JSONPb) error {
 		return nil
 	}
 	if err := base.UnmarshalOptions.Unmarshal(data, msg); err != nil {
+		// Enum values may be written short and in lower case ("vector" for
+		// SEARCH_MODE_VECTOR), as the REST examples do; only a body that failed
+		// pays for the rewrite.
+		if short, ok := expandShortEnums(data, msg.ProtoReflect().Descriptor()); ok {
+			proto.Reset(msg)
+			if base.UnmarshalOptions.Unmarshal(short, msg) == nil {
+				return nil
+			}
+			proto.Reset(msg)
+		}
 		return describeDecodeError(data, msg.ProtoReflect().Descriptor(), err)
 	}
 	return nil
+}
+
+// expandShortEnums rewrites, in a JSON body for md, every enum value given by its
+// short name ("vector", "jsonl") to its full name ("SEARCH_MODE_VECTOR",
+// "EXPORT_FORMAT_JSONL"): the enum's prefix, taken from its zero value
+// ("SEARCH_MODE_UNSPECIFIED"), followed by the upper-cased short name. It reports
+// whether anything changed.
+func expandShortEnums(data []byte, md protoreflect.MessageDescriptor) ([]byte, bool) {
+	var body map[string]any
+	if json.Unmarshal(data, &body) != nil {
+		return nil, false
+	}
+	if !expandInMessage(body, md) {
+		return nil, false
+	}
+	out, err := json.Marshal(body)
+	if err != nil {
+		return nil, false
+	}
+	return out, true
+}
+
+func expandInMessage(obj map[string]any, md protoreflect.MessageDescriptor) bool {
+	changed := false
+	fields := md.Fields()
+	for key, val := range obj {
+		fd := fields.ByJSONName(key)
+		if fd == nil {
+			fd = fields.ByName(protoreflect.Name(key))
+		}
+		if fd == nil || fd.IsMap() {
+			continue
+		}
+		one := func(v any) (any, bool) {
+			switch fd.Kind() {
+			case protoreflect.EnumKind:
+				if str, ok := v.(string); ok {
+					if full, ok := fullEnumName(fd.Enum(), str); ok {
+						return full, true
+					}
+				}
+			case protoreflect.MessageKind, protoreflect.GroupKind:
+				if sub, ok := v.(map[string]any); ok {
+					return sub, expandInMessage(sub, fd.Message())
+				}
+			}
+			return v, false
+		}
+		if list, ok := val.([]any); ok && fd.IsList() {
+			for i, v := range list {
+				if nv, ok := one(v); ok {
+					list[i], changed = nv, true
+				}
+			}
+			continue
+		}
+		if nv, ok := one(val); ok {
+			obj[key], changed = nv, true
+		}
+	}
+	return changed
+}
+
+// fullEnumName is the full name of short in ed, when short is not a name of ed
+// already and the enum's zero value ends in UNSPECIFIED (the convention every
+// enum of the API follows).
+func fullEnumName(ed protoreflect.EnumDescriptor, short string) (string, bool) {
+	values := ed.Values()
+	if values.ByName(protoreflect.Name(short)) != nil || values.Len() == 0 {
+		return "", false
+	}
+	zero := string(values.Get(0).Name())
+	prefix, ok := strings.CutSuffix(zero, "UNSPECIFIED")
+	if !ok {
+		return "", false
+	}
+	full := prefix + strings.ToUpper(strings.ReplaceAll(short, "-", "_"))
+	if values.ByName(protoreflect.Name(full)) == nil {
+		return "", false
+	}
+	return full, true
 }
 
 // asMessage finds the message to decode into: v itself, or, for a body bound to a

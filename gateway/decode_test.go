@@ -12,6 +12,7 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 
 	identityv1 "github.com/manushya-ai/manushya/pkg/pb/manushya/identity/v1"
+	memoryv1 "github.com/manushya-ai/manushya/pkg/pb/manushya/memory/v1"
 )
 
 var testJSONPb = &runtime.JSONPb{UnmarshalOptions: protojson.UnmarshalOptions{DiscardUnknown: false}}
@@ -170,4 +171,39 @@ func FuzzJSONPathAt(f *testing.F) {
 			_, _, _ = resolvePath((&identityv1.BulkCreateIdentitiesRequest{}).ProtoReflect().Descriptor(), segs)
 		}
 	})
+}
+
+// TestDecodeShortEnumNames: an enum value may be written short and in lower case,
+// at the top level, in lists and in nested messages; a short name the enum does
+// not have is still refused, naming the field.
+func TestDecodeShortEnumNames(t *testing.T) {
+	t.Parallel()
+	var search memoryv1.SearchMemoriesRequest
+	require.NoError(t, decodeJSON([]byte(`{"query":"retirement planning","mode":"hybrid"}`), &search, testJSONPb))
+	require.Equal(t, memoryv1.SearchMode_SEARCH_MODE_HYBRID, search.GetMode())
+	require.Equal(t, "retirement planning", search.GetQuery())
+
+	var full memoryv1.SearchMemoriesRequest
+	require.NoError(t, decodeJSON([]byte(`{"mode":"SEARCH_MODE_VECTOR"}`), &full, testJSONPb))
+	require.Equal(t, memoryv1.SearchMode_SEARCH_MODE_VECTOR, full.GetMode())
+
+	var nested memoryv1.SearchMemoriesRequest
+	require.NoError(t, decodeJSON([]byte(`{"query":"q","filter":{"all_of":[
+		{"condition":{"field":"metadata.client_id","op":"eq","value":"CS001"}},
+		{"none_of":[{"condition":{"field":"type","op":"in","value":["a","b"]}}]}]}}`), &nested, testJSONPb))
+	all := nested.GetFilter().GetAllOf()
+	require.Equal(t, memoryv1.FilterCondition_OPERATOR_EQ, all[0].GetCondition().GetOp())
+	require.Equal(t, memoryv1.FilterCondition_OPERATOR_IN, all[1].GetNoneOf()[0].GetCondition().GetOp())
+
+	var export identityv1.ExportMeRequest
+	require.NoError(t, decodeJSON([]byte(`{"format":"zip"}`), &export, testJSONPb))
+	require.Equal(t, identityv1.ExportFormat_EXPORT_FORMAT_ZIP, export.GetFormat())
+
+	var bad memoryv1.SearchMemoriesRequest
+	err := decodeJSON([]byte(`{"mode":"semantic"}`), &bad, testJSONPb)
+	var re *requestError
+	require.ErrorAs(t, err, &re)
+	require.Equal(t, "mode", re.field)
+	require.Contains(t, re.description, `"semantic"`)
+	require.Equal(t, memoryv1.SearchMode_SEARCH_MODE_UNSPECIFIED, bad.GetMode(), "nothing half-decoded")
 }

@@ -18,6 +18,10 @@
 //     BadRequest naming the field, instead of grpc-gateway's bare message. An
 //     oversized body is a 400 with reason ERROR_REASON_REQUEST_TOO_LARGE, not a 413,
 //     as the errors enum documents.
+//   - Enum values in a request body may be written by their short name, in lower
+//     case: "mode": "hybrid" for SEARCH_MODE_HYBRID, "op": "eq" for OPERATOR_EQ,
+//     "format": "zip" (the enum's prefix comes from its *_UNSPECIFIED value).
+//     Responses always carry the full names.
 //   - A path answers with and without one trailing slash.
 //   - X-Request-Id is accepted or generated (UUIDv7), sent upstream and echoed back.
 //   - Rate-limit headers and Retry-After set by a service reach the HTTP client.

@@ -3,6 +3,7 @@ package identity_test
 import (
 	"context"
 	"fmt"
+	"github.com/jackc/pgx/v5/pgxpool"
 	"net/http"
 	"net/http/httptest"
 	"sync"
@@ -30,7 +31,10 @@ func TestRestoreIdentity(t *testing.T) {
 	t.Parallel()
 	b := tokSetup(t, tokOptions{})
 	ctx := context.Background()
-	db := adminConn(t, b.db)
+	// A pool, not one connection: the gRPC and REST runs of a case share it.
+	db, err := pgxpool.New(ctx, b.db.AdminURL)
+	require.NoError(t, err)
+	t.Cleanup(db.Close)
 	base := restFront(t, b, httptest.NewUnstartedServer(nil))
 	target := apitest.Target{GRPC: b.conn, RESTBase: base}
 	b.user(t, "ada@example.com", "user")
@@ -180,7 +184,7 @@ func TestRestoreIdentity(t *testing.T) {
 	var ext string
 	require.NoError(t, db.QueryRow(ctx, "SELECT external_id FROM identity.identities WHERE id = $1", restored[0]).Scan(&ext))
 	b.login(t, ext)
-	_, err := identityv1.NewApiKeyServiceClient(b.conn).CreateApiKey(as(b.adminA), &identityv1.CreateApiKeyRequest{IdentityId: restored[0], Name: "new"})
+	_, err = identityv1.NewApiKeyServiceClient(b.conn).CreateApiKey(as(b.adminA), &identityv1.CreateApiKeyRequest{IdentityId: restored[0], Name: "new"})
 	require.NoError(t, err)
 }
 
