@@ -13,9 +13,13 @@ package erasure
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
 	"log/slog"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/manushya-ai/manushya/pkg/bus"
@@ -186,4 +190,52 @@ func pause(ctx context.Context, d time.Duration) {
 	case <-ctx.Done():
 	case <-time.After(d):
 	}
+}
+
+// Request is one erasure as a data-holding service handles it: the tenant, the
+// erasure's id (for the report) and the identity, nil when the whole tenant goes.
+type Request struct {
+	Tenant    uuid.UUID
+	ErasureID uuid.UUID
+	Identity  *uuid.UUID
+}
+
+// ConsumeErased runs Consume on identity.erased and tenant.erased and hands each
+// erasure to erase, decoded. An event that names no valid tenant, erasure or
+// identity is logged and dropped: it would never decode.
+func ConsumeErased(ctx context.Context, b *bus.Bus, durable string, logger *slog.Logger, erase func(context.Context, Request) error) error {
+	return Consume(ctx, b, durable, []string{EventIdentityErased, EventTenantErased}, logger,
+		func(ctx context.Context, ev bus.Event) error {
+			req, err := decodeErased(ev)
+			if err != nil {
+				logger.WarnContext(ctx, "erasure event dropped", "consumer", durable, "event", ev.ID, "type", ev.Type, "err", err)
+				return nil
+			}
+			return erase(ctx, req)
+		})
+}
+
+// decodeErased reads the erasure an identity.erased or tenant.erased event asks for.
+func decodeErased(ev bus.Event) (Request, error) {
+	tenant, err := uuid.Parse(ev.Tenant)
+	if err != nil {
+		return Request{}, fmt.Errorf("tenant %q: %w", ev.Tenant, err)
+	}
+	var data Erased
+	if err := json.Unmarshal(ev.Data, &data); err != nil {
+		return Request{}, fmt.Errorf("data not understood: %w", err)
+	}
+	erasureID, err := uuid.Parse(data.ErasureID)
+	if err != nil {
+		return Request{}, errors.New("names no erasure")
+	}
+	req := Request{Tenant: tenant, ErasureID: erasureID}
+	if ev.Type == EventIdentityErased {
+		id, err := uuid.Parse(data.IdentityID)
+		if err != nil {
+			return Request{}, errors.New("names no identity")
+		}
+		req.Identity = &id
+	}
+	return req, nil
 }

@@ -23,34 +23,9 @@ const erasureBatch = 5000
 // consumeErasures removes the memories of erased identities and tenants until
 // ctx ends (see pkg/erasure).
 func (s *Service) consumeErasures(ctx context.Context, b *bus.Bus) error {
-	return erasure.Consume(ctx, b, erasureConsumerName,
-		[]string{erasure.EventIdentityErased, erasure.EventTenantErased}, s.logger,
-		func(ctx context.Context, ev bus.Event) error {
-			tenant, err := uuid.Parse(ev.Tenant)
-			if err != nil {
-				return nil
-			}
-			var data erasure.Erased
-			if err := json.Unmarshal(ev.Data, &data); err != nil {
-				s.logger.WarnContext(ctx, "erasure event not understood; dropped", "event", ev.ID, "err", err)
-				return nil
-			}
-			erasureID, err := uuid.Parse(data.ErasureID)
-			if err != nil {
-				s.logger.WarnContext(ctx, "erasure event names no erasure; dropped", "event", ev.ID)
-				return nil
-			}
-			var identity *uuid.UUID
-			if ev.Type == erasure.EventIdentityErased {
-				id, err := uuid.Parse(data.IdentityID)
-				if err != nil {
-					s.logger.WarnContext(ctx, "identity.erased names no identity; dropped", "event", ev.ID)
-					return nil
-				}
-				identity = &id
-			}
-			return s.Erase(ctx, tenant, erasureID, identity)
-		})
+	return erasure.ConsumeErased(ctx, b, erasureConsumerName, s.logger, func(ctx context.Context, r erasure.Request) error {
+		return s.Erase(ctx, r.Tenant, r.ErasureID, r.Identity)
+	})
 }
 
 // Erase hard-deletes every memory of identity in tenant (of the whole tenant when

@@ -18,40 +18,15 @@ const erasureConsumerName = "webhooks-erasure"
 // consumeErasures removes the stored events and webhook deliveries of erased
 // identities and tenants until ctx ends (see pkg/erasure).
 func (s *Service) consumeErasures(ctx context.Context, b *bus.Bus) error {
-	return erasure.Consume(ctx, b, erasureConsumerName,
-		[]string{erasure.EventIdentityErased, erasure.EventTenantErased}, s.logger,
-		func(ctx context.Context, ev bus.Event) error {
-			tenant, err := uuid.Parse(ev.Tenant)
-			if err != nil {
-				return nil
-			}
-			var data erasure.Erased
-			if err := json.Unmarshal(ev.Data, &data); err != nil {
-				s.logger.WarnContext(ctx, "erasure event not understood; dropped", "event", ev.ID, "err", err)
-				return nil
-			}
-			erasureID, err := uuid.Parse(data.ErasureID)
-			if err != nil {
-				s.logger.WarnContext(ctx, "erasure event names no erasure; dropped", "event", ev.ID)
-				return nil
-			}
-			var identity *uuid.UUID
-			if ev.Type == erasure.EventIdentityErased {
-				id, err := uuid.Parse(data.IdentityID)
-				if err != nil {
-					s.logger.WarnContext(ctx, "identity.erased names no identity; dropped", "event", ev.ID)
-					return nil
-				}
-				identity = &id
-			}
-			// The stream's copies go first: a failed scrub is retried with the
-			// whole erasure, and the report below counts it.
-			scrubbed, err := b.Scrub(ctx, tenant.String(), erasedEvent(identity), func() { erasure.KeepAlive(ctx) })
-			if err != nil {
-				return fmt.Errorf("scrub the event stream (erasure %s): %w", erasureID, err)
-			}
-			return s.Erase(ctx, tenant, erasureID, identity, int64(scrubbed))
-		})
+	return erasure.ConsumeErased(ctx, b, erasureConsumerName, s.logger, func(ctx context.Context, r erasure.Request) error {
+		// The stream's copies go first: a failed scrub is retried with the
+		// whole erasure, and the report below counts it.
+		scrubbed, err := b.Scrub(ctx, r.Tenant.String(), erasedEvent(r.Identity), func() { erasure.KeepAlive(ctx) })
+		if err != nil {
+			return fmt.Errorf("scrub the event stream (erasure %s): %w", r.ErasureID, err)
+		}
+		return s.Erase(ctx, r.Tenant, r.ErasureID, r.Identity, int64(scrubbed))
+	})
 }
 
 // erasureRecords are the erasure's own events: they name the subject by id only,
