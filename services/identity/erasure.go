@@ -184,11 +184,7 @@ func (s *Service) EraseIdentity(ctx context.Context, tenant, id uuid.UUID, reque
 		if err != nil {
 			return err
 		}
-		pending := slices.Clone(erasure.Services)
-		if _, ok := s.sealer.(keyDestroyer); ok {
-			pending = append([]string{erasure.ServiceKeyring}, pending...)
-		}
-		row, err = s.createReceipt(ctx, tx, tenant, subjectIdentity, id, requestedBy, reason, counts, pending)
+		row, err = s.createReceipt(ctx, tx, tenant, subjectIdentity, id, requestedBy, reason, counts, s.erasureParties())
 		if err != nil {
 			return err
 		}
@@ -417,4 +413,15 @@ func receiptToProto(r sqlc.IdentityErasure) (*identityv1.ErasureReceipt, error) 
 		out.Counts = append(out.Counts, &identityv1.ErasedCount{Service: c.Service, Kind: c.Kind, Count: c.Count})
 	}
 	return out, nil
+}
+
+// erasureParties are the services an erasure waits for: the data holders, and
+// the keyring when the service seals with one (its keys are destroyed after the
+// rows).
+func (s *Service) erasureParties() []string {
+	pending := slices.Clone(erasure.Services)
+	if _, ok := s.sealer.(keyDestroyer); ok {
+		pending = append([]string{erasure.ServiceKeyring}, pending...)
+	}
+	return pending
 }

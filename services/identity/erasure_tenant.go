@@ -90,11 +90,7 @@ func (s *Service) EraseTenant(ctx context.Context, tenant uuid.UUID, requestedBy
 			c("tenants", 1), c("identities", int64(len(ids))), c("sessions", n.Sessions), c("api_keys", n.ApiKeys),
 			c("mfa_factors", n.MfaFactors), c("sso_providers", n.SsoProviders), c("invitations", n.Invitations),
 		}
-		pending := slices.Clone(erasure.Services)
-		if _, ok := s.sealer.(keyDestroyer); ok {
-			pending = append([]string{erasure.ServiceKeyring}, pending...)
-		}
-		row, err = s.createReceipt(ctx, tx, tenant, subjectTenant, tenant, requestedBy, reason, counts, pending)
+		row, err = s.createReceipt(ctx, tx, tenant, subjectTenant, tenant, requestedBy, reason, counts, s.erasureParties())
 		if err != nil {
 			return err
 		}

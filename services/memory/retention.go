@@ -14,56 +14,30 @@ import (
 // by tenant, emitting memory.deleted (hard, purged) for each. A memory restored
 // meanwhile left the queue with its restore.
 func (s *Service) purgeDeleted(ctx context.Context) error {
-	for {
-		due, err := s.store.Global().DuePurges(ctx, 500)
-		if err != nil {
-			if ctx.Err() == nil {
-				s.logger.Warn("restore-window sweeper: list due purges", "err", err)
-			}
-			return err
-		}
-		if len(due) == 0 {
-			return nil
-		}
-		byTenant := map[uuid.UUID][]uuid.UUID{}
-		for _, d := range due {
-			byTenant[d.TenantID] = append(byTenant[d.TenantID], d.MemoryID)
-		}
-		for tenant, ids := range byTenant {
-			var n int
-			err := s.store.InTenant(ctx, tenant, func(tx *store.Tx) error {
-				var gone []store.Memory
-				err := tx.Query(ctx, `DELETE FROM memory.memories m USING memory.deletions d
+	list := func(ctx context.Context, limit int32) ([]dueMemory, error) {
+		rows, err := s.store.Global().DuePurges(ctx, limit)
+		return dueRows(rows), err
+	}
+	return s.sweepDue(ctx, "restore-window sweeper", list, func(ctx context.Context, tx *store.Tx, ids []uuid.UUID) (int, error) {
+		var gone []store.Memory
+		err := tx.Query(ctx, `DELETE FROM memory.memories m USING memory.deletions d
 WHERE d.memory_id = m.id AND m.id = ANY($1) AND m.delete_time IS NOT NULL AND d.purge_time <= now()
 RETURNING `+store.Columns, []any{ids}, nil, func(m store.Memory) { gone = append(gone, m) })
-				if err != nil {
-					return err
-				}
-				n = len(gone)
-				for _, m := range gone {
-					ev, err := newEvent(m, EventDeleted, eventData{Version: m.Version, Hard: true, Purged: true})
-					if err != nil {
-						return err
-					}
-					if err := tx.Emit(ctx, ev); err != nil {
-						return err
-					}
-				}
-				// Queue rows whose memory is gone or live again are stale.
-				_, err = tx.Tx.Exec(ctx, `DELETE FROM memory.deletions d WHERE d.memory_id = ANY($1)
-AND NOT EXISTS (SELECT 1 FROM memory.memories m WHERE m.id = d.memory_id AND m.delete_time IS NOT NULL)`, ids)
-				return err
-			})
+		if err != nil {
+			return 0, err
+		}
+		for _, m := range gone {
+			ev, err := newEvent(m, EventDeleted, eventData{Version: m.Version, Hard: true, Purged: true})
 			if err != nil {
-				s.logger.Warn("restore-window sweeper: purge", "tenant", tenant, "err", err)
-				return err
+				return 0, err
 			}
-			if n > 0 {
-				s.logger.Info("restore-window sweeper: purged soft-deleted memories", "tenant", tenant, "memories", n)
+			if err := tx.Emit(ctx, ev); err != nil {
+				return 0, err
 			}
 		}
-		if len(due) < 500 {
-			return nil
-		}
-	}
+		// Queue rows whose memory is gone or live again are stale.
+		_, err = tx.Tx.Exec(ctx, `DELETE FROM memory.deletions d WHERE d.memory_id = ANY($1)
+AND NOT EXISTS (SELECT 1 FROM memory.memories m WHERE m.id = d.memory_id AND m.delete_time IS NOT NULL)`, ids)
+		return len(gone), err
+	})
 }
