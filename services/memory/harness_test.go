@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"net"
 	"os"
 	"sync/atomic"
@@ -55,11 +56,13 @@ func TestMain(m *testing.M) {
 }
 
 // testEmbedder is a real EmbeddingService backed by the hashing embedder, with a
-// switch that makes it fail (the provider is down).
+// switch that makes it fail (the provider is down) and one that scales its
+// vectors (a provider whose vectors are not unit length).
 type testEmbedder struct {
 	embeddingv1.UnimplementedEmbeddingServiceServer
 	e     *hashing.Embedder
 	fail  atomic.Bool
+	scale atomic.Uint32 // math.Float32bits of the factor; 0 leaves vectors as they are
 	calls atomic.Int64
 }
 
@@ -70,6 +73,11 @@ func (t *testEmbedder) Embed(_ context.Context, req *embeddingv1.EmbedRequest) (
 	}
 	resp := &embeddingv1.EmbedResponse{Model: t.e.Model(), Dimensions: int32(t.e.Dimensions()), Provider: "hashing"}
 	for _, v := range t.e.Embed(req.GetTexts()) {
+		if f := math.Float32frombits(t.scale.Load()); f != 0 {
+			for i := range v {
+				v[i] *= f
+			}
+		}
 		resp.Embeddings = append(resp.Embeddings, &embeddingv1.Embedding{Values: v})
 	}
 	return resp, nil

@@ -114,7 +114,11 @@ func (s *Service) Search(ctx context.Context, req *memoryv1.SearchMemoriesReques
 	}
 	maxDistance := 2.0
 	if req.SimilarityThreshold != nil {
-		maxDistance = 1 - req.GetSimilarityThreshold()
+		// Similarities are computed in float32 (pgvector's sums), exact to
+		// about 1e-7: a memory pointing the same way as a query of another
+		// length may come out at 0.99999994, and a threshold of 1 must still
+		// keep it.
+		maxDistance = 1 - req.GetSimilarityThreshold() + similarityRounding
 	}
 
 	var vhits, khits []hit
@@ -155,7 +159,7 @@ func (s *Service) Search(ctx context.Context, req *memoryv1.SearchMemoriesReques
 	switch mode {
 	case memoryv1.SearchMode_SEARCH_MODE_VECTOR:
 		for _, h := range vhits {
-			sim := 1 - h.distance
+			sim := similarity(h.distance)
 			r, err := result(h.m, sim, &sim, nil)
 			if err != nil {
 				return nil, err
@@ -212,7 +216,7 @@ func fuse(vhits, khits []hit, limit int) ([]*memoryv1.SearchResult, error) {
 	for i, h := range vhits {
 		f := get(h.m)
 		f.score += 1.0 / float64(rrfK+i+1)
-		sim := 1 - h.distance
+		sim := similarity(h.distance)
 		f.vscore = &sim
 	}
 	for i, h := range khits {
@@ -397,3 +401,11 @@ func keywordSQL(where, q, k string) string {
 }
 
 func vecString(v []float32) string { return pgvector.NewVector(v).String() }
+
+// similarityRounding bounds the rounding error of a cosine similarity computed
+// by pgvector over float32 vectors (its sums run in float32).
+const similarityRounding = 1e-6
+
+// similarity is the cosine similarity of a cosine distance, held to [-1, 1]
+// (rounding may take two vectors of the same direction a hair past 1).
+func similarity(distance float64) float64 { return max(-1, min(1, 1-distance)) }
