@@ -2,6 +2,7 @@ package memory
 
 import (
 	"context"
+	"math"
 	"strings"
 	"testing"
 	"time"
@@ -118,6 +119,12 @@ func TestBadInput(t *testing.T) {
 	requireField(t, err, "limit")
 	_, err = b.client.SearchMemories(ctx, &memoryv1.SearchMemoriesRequest{Vector: []float32{1, 2, 3}})
 	requireField(t, err, "vector")
+	for _, x := range []float32{float32(math.NaN()), float32(math.Inf(-1))} {
+		vec := make([]float32, 384)
+		vec[0], vec[200] = 1, x
+		_, err = b.client.SearchMemories(ctx, &memoryv1.SearchMemoriesRequest{Vector: vec})
+		requireField(t, err, "vector")
+	}
 	_, err = b.client.SearchMemories(ctx, &memoryv1.SearchMemoriesRequest{})
 	requireCode(t, err, codes.InvalidArgument)
 	_, err = b.client.GetMemory(ctx, &memoryv1.GetMemoryRequest{Id: "nope"})

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"net/http"
+	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -63,6 +64,15 @@ func TestMemoryEndToEnd(t *testing.T) {
 		apitest.RawCase{
 			Name: "the contract's search payload", HTTPMethod: http.MethodPost, Path: "/v1/memory/search", Credential: boot.APIKey,
 			Body: `{"query":"retirement planning","similarity_threshold":0.7,"limit":10}`, WantStatus: http.StatusOK,
+		},
+		apitest.RawCase{
+			Name: "a query vector holding NaN is refused, naming the field", HTTPMethod: http.MethodPost, Path: "/v1/memory/search", Credential: boot.APIKey,
+			Body:       `{"vector":[` + strings.Repeat("0.05,", 383) + `"NaN"]}`,
+			WantStatus: http.StatusBadRequest,
+			Check: func(t testing.TB, _ int, body []byte) {
+				require.Contains(t, string(body), `"vector"`)
+				require.Contains(t, string(body), "finite")
+			},
 		},
 	)
 }
