@@ -60,7 +60,7 @@ FROM generate_series(1, 6000) g`, b.tenantA, b.tenantB)
 		sql := build(strings.Join(conds, " AND "), args)
 		var plan []string
 		err = svc.store.InSearch(ctx, b.tenantA, 100, func(tx *store.Tx) error {
-			rows, err := tx.Tx.Query(ctx, "EXPLAIN "+sql, args.vals...)
+			rows, err := tx.Rows(ctx, "EXPLAIN "+sql, args.vals...)
 			if err != nil {
 				return err
 			}

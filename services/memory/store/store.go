@@ -102,10 +102,12 @@ func New(pool *pgxpool.Pool) *Store { return &Store{pool: pool} }
 func (s *Store) Pool() *pgxpool.Pool { return s.pool }
 
 // Tx is one transaction: the sqlc queries, the raw transaction for hand-written
-// reads, and the outbox of the same transaction.
+// reads, and the outbox of the same transaction. In a search (InSearch) it has no
+// transaction: Tx is nil, and each statement runs on its own.
 type Tx struct {
 	*sqlc.Queries
 	Tx pgx.Tx
+	db sqlc.DBTX // what Query and Rows run on: Tx, or a search's statements
 }
 
 // Emit writes events to the outbox; they are published only if the transaction commits.
@@ -144,7 +146,7 @@ func (t *Tx) Get(ctx context.Context, id uuid.UUID, forUpdate bool) (Memory, err
 // Query runs a hand-built read whose first columns are Columns, scanning each row
 // into a Memory and the extra destinations that extra returns for it.
 func (t *Tx) Query(ctx context.Context, sql string, args []any, extra func() []any, each func(Memory)) error {
-	rows, err := t.Tx.Query(ctx, sql, args...)
+	rows, err := t.Rows(ctx, sql, args...)
 	if err != nil {
 		return mapErr(err)
 	}
@@ -161,6 +163,14 @@ func (t *Tx) Query(ctx context.Context, sql string, args []any, extra func() []a
 		each(m)
 	}
 	return mapErr(rows.Err())
+}
+
+// Rows runs a hand-built read and returns its rows as they come.
+func (t *Tx) Rows(ctx context.Context, sql string, args ...any) (pgx.Rows, error) {
+	if t.db != nil {
+		return t.db.Query(ctx, sql, args...)
+	}
+	return t.Tx.Query(ctx, sql, args...)
 }
 
 // InTenant runs fn in a transaction that sees only tenantID's rows.
@@ -189,31 +199,4 @@ func mapErr(err error) error {
 		return fmt.Errorf("%w: %s", ErrAlreadyExists, postgres.ConstraintName(err))
 	}
 	return err
-}
-
-// InSearch runs fn in a read transaction scoped to tenantID with the planner and
-// pgvector settings of a search, set in the same round trip as the tenant:
-// iterative HNSW scans (so filtered searches still fill their limit), the given
-// ef_search, and custom plans (a generic plan of a cached statement cannot see
-// the filter values and picks bad plans for vector queries), no JIT (vector
-// plans carry high cost estimates, and compiling them costs more than they run)
-// and no parallel workers (a search reads a few thousand buffers at most; with
-// many concurrent searches on few cores, launching workers costs more than it
-// saves).
-func (s *Store) InSearch(ctx context.Context, tenantID uuid.UUID, efSearch int, fn func(*Tx) error) error {
-	// The settings travel with BEGIN in one simple-protocol round trip. Both
-	// values are rendered from typed values (a parsed UUID, an int), never from
-	// caller text.
-	begin := fmt.Sprintf(`BEGIN READ ONLY; SELECT set_config('%s', '%s', true), set_config('hnsw.iterative_scan', 'relaxed_order', true),
-set_config('hnsw.ef_search', '%d', true), set_config('plan_cache_mode', 'force_custom_plan', true),
-set_config('jit', 'off', true), set_config('max_parallel_workers_per_gather', '0', true)`, postgres.TenantSetting, tenantID.String(), efSearch)
-	tx, err := s.pool.BeginTx(ctx, pgx.TxOptions{BeginQuery: begin})
-	if err != nil {
-		return fmt.Errorf("begin search: %w", err)
-	}
-	defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }()
-	if err := fn(&Tx{Queries: sqlc.New(tx), Tx: tx}); err != nil {
-		return mapErr(err)
-	}
-	return tx.Commit(ctx)
 }
