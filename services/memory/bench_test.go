@@ -228,32 +228,28 @@ WHERE id IN (SELECT id FROM memory.memories WHERE tenant_id = $1 ORDER BY id DES
 	require.NoError(b, err)
 	defer rawPool.Close()
 
-	// runRaw runs one statement in a search transaction at ef_search efv and
-	// returns the ids it found (every shape returns the memory id first).
+	// runRaw runs one statement the way the service sends it (store.InSearch:
+	// the search settings at ef_search efv and the statement in one round
+	// trip), through pgx, and returns the ids it found (every shape returns
+	// the memory id first).
+	rawStore := store.New(rawPool)
 	runRaw := func(sql string, args []any, efv int) []string {
-		tx, err := rawPool.Begin(ctx)
-		if err != nil {
-			b.Error(err)
-			return nil
-		}
-		defer func() { _ = tx.Rollback(ctx) }()
-		if _, err := tx.Exec(ctx, `SELECT set_config('manushya.tenant_id', $1, true), set_config('hnsw.iterative_scan', 'relaxed_order', true),
-set_config('hnsw.ef_search', $2, true), set_config('plan_cache_mode', 'force_custom_plan', true),
-set_config('jit', 'off', true), set_config('max_parallel_workers_per_gather', '0', true)`, tb.tenantA.String(), strconv.Itoa(efv)); err != nil {
-			b.Error(err)
-			return nil
-		}
-		r, err := tx.Query(ctx, sql, args...)
-		if err != nil {
-			b.Error(err)
-			return nil
-		}
-		defer r.Close()
 		var got []string
-		for r.Next() {
-			if id, err := uuid.FromBytes(r.RawValues()[0]); err == nil {
-				got = append(got, id.String())
+		err := rawStore.InSearch(ctx, tb.tenantA, efv, func(tx *store.Tx) error {
+			r, err := tx.Rows(ctx, sql, args...)
+			if err != nil {
+				return err
 			}
+			defer r.Close()
+			for r.Next() {
+				if id, err := uuid.FromBytes(r.RawValues()[0]); err == nil {
+					got = append(got, id.String())
+				}
+			}
+			return r.Err()
+		})
+		if err != nil {
+			b.Error(err)
 		}
 		return got
 	}
