@@ -43,7 +43,7 @@ func memoryCmd(ctx context.Context, args []string) error {
 	cfg, printed, err := load("memory reembed", args[1:], config.ModeMigrate, func(fs *pflag.FlagSet) {
 		fs.StringSliceVar(&tenants, "tenant", nil, "id of a tenant to re-embed (repeatable)")
 		fs.BoolVar(&all, "all-tenants", false, "re-embed every tenant")
-		fs.StringVar(&model, "model", "", "embedding model (default: the first provider's)")
+		fs.StringVar(&model, "model", "", "embedding model (default: memory.embedding_model, else the first provider's)")
 		fs.IntVar(&batchSize, "batch-size", 256, "memories per embedding call and per transaction")
 		fs.BoolVar(&force, "force", false, "also re-embed memories already embedded with the model")
 	})
@@ -112,9 +112,13 @@ func memoryCmd(ctx context.Context, args []string) error {
 		return err
 	}
 	if model == "" {
-		// The servers' default model: the first of the fallback order. It is
-		// then always asked for by name, so that a provider outage stops the
-		// run instead of storing a fallback model's vectors.
+		// The model the servers' memory service asks for (memory.embedding_model),
+		// or when it names none their default: the first of the fallback order.
+		// It is then always asked for by name, so that a provider outage stops
+		// the run instead of storing a fallback model's vectors.
+		model = cfg.Memory.EmbeddingModel
+	}
+	if model == "" {
 		model = em.Service().Router().Providers()[0].Model.Name
 	}
 	embed := func(ctx context.Context, tenant uuid.UUID) memory.EmbedFunc {

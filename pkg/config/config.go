@@ -25,6 +25,7 @@ type Config struct {
 	SSO         SSOConfig         `koanf:"sso"`
 	SMTP        SMTPConfig        `koanf:"smtp"`
 	Embedding   EmbeddingConfig   `koanf:"embedding"`
+	Memory      MemoryConfig      `koanf:"memory"`
 	Webhooks    WebhooksConfig    `koanf:"webhooks"`
 	RateLimit   RateLimitConfig   `koanf:"ratelimit"`
 	Policy      PolicyConfig      `koanf:"policy"`
@@ -191,6 +192,36 @@ type EmbeddingConfig struct {
 	UsageFlushInterval time.Duration `koanf:"usage_flush_interval"`
 }
 
+// MemoryConfig tunes the memory service (services/memory Config, whose comments
+// carry the measurements behind the defaults). Validate holds each value to what
+// the service and its neighbours tolerate.
+type MemoryConfig struct {
+	// EmbeddingModel is the model asked of the embedding service; empty lets it
+	// pick its default. Its vectors must have 384 dimensions.
+	EmbeddingModel string `koanf:"embedding_model"`
+	// MaxTextBytes bounds a memory's text.
+	MaxTextBytes int `koanf:"max_text_bytes"`
+	// WaitLimit bounds create/update with wait=true.
+	WaitLimit time.Duration `koanf:"wait_limit"`
+	// EmbedBatchSize is the most texts per Embed call of the embedder.
+	EmbedBatchSize int `koanf:"embed_batch_size"`
+	// EmbedConcurrency is how many batches the embedder embeds and stores at once.
+	EmbedConcurrency int `koanf:"embed_concurrency"`
+	// SweepInterval is how often the embedding, TTL, restore-window and
+	// encryption sweepers look for due work.
+	SweepInterval time.Duration `koanf:"sweep_interval"`
+	// IndexInterval is how often fresh vectors are drained into the HNSW graph.
+	IndexInterval time.Duration `koanf:"index_interval"`
+	// EfSearch is pgvector's hnsw.ef_search for searches: recall against latency.
+	EfSearch int `koanf:"ef_search"`
+	// ExactScanRows: a search whose scope holds at most this many embedded rows
+	// is ranked by an exact scan instead of the HNSW index.
+	ExactScanRows int `koanf:"exact_scan_rows"`
+	// ConversionSettle is how long after a change of a tenant's encrypt_text the
+	// encryption sweeper keeps looking for rows written in the old form.
+	ConversionSettle time.Duration `koanf:"conversion_settle"`
+}
+
 // DevConfig configures `manushya dev`.
 type DevConfig struct {
 	DataDir string `koanf:"data_dir"`
@@ -293,6 +324,16 @@ var settings = []setting{
 	{"embedding.max_texts", 2048, "most texts per Embed request"},
 	{"embedding.max_text_chars", 100000, "longest text accepted, in characters"},
 	{"embedding.usage_flush_interval", 5 * time.Second, "how often embedding token usage is written as events"},
+	{"memory.embedding_model", "", "embedding model the memory service asks for, 384 dimensions (empty: the embedding service's default)"},
+	{"memory.max_text_bytes", 100000, "longest memory text, in bytes (1 to 400000; the API also caps it at 100000 characters)"},
+	{"memory.wait_limit", 5 * time.Second, "how long create/update with wait=true waits for the embedding (at most 1m)"},
+	{"memory.embed_batch_size", 64, "most texts per Embed call of the memory embedder (1 to 2048)"},
+	{"memory.embed_concurrency", 4, "batches the memory embedder embeds and stores at once (1 to 64)"},
+	{"memory.sweep_interval", 5 * time.Second, "how often the memory sweepers (embedding retries, TTL, restore window, encryption) look for due work (at least 100ms)"},
+	{"memory.index_interval", time.Second, "how often fresh vectors are drained into the HNSW graph (at least 100ms)"},
+	{"memory.ef_search", 250, "hnsw.ef_search of memory searches, 1 to 1000: higher finds more of the true neighbours, more slowly"},
+	{"memory.exact_scan_rows", 10000, "searches over at most this many embedded rows scan exactly instead of using the index (1 to 1000000)"},
+	{"memory.conversion_settle", time.Minute, "how long after an encrypt_text change the sweeper still looks for rows in the old form (at least 10s)"},
 	{"webhooks.secret_key", "", "key webhook secrets were sealed under before the keyring, base64 of 32 bytes (read only)"},
 	{"webhooks.allowed_addresses", []string{}, "private/loopback CIDRs webhook deliveries may reach (dev adds loopback)"},
 	{"ratelimit.fallback", "local", "while Redis is down: local (in-process limits) or open"},

@@ -44,6 +44,11 @@ func TestDefaults(t *testing.T) {
 			Fallback: []string{}, CacheTTL: 24 * time.Hour, MaxTexts: 2048, MaxTextChars: 100000,
 			UsageFlushInterval: 5 * time.Second,
 		},
+		Memory: config.MemoryConfig{
+			MaxTextBytes: 100000, WaitLimit: 5 * time.Second, EmbedBatchSize: 64, EmbedConcurrency: 4,
+			SweepInterval: 5 * time.Second, IndexInterval: time.Second, EfSearch: 250, ExactScanRows: 10000,
+			ConversionSettle: time.Minute,
+		},
 		Encryption: config.EncryptionConfig{CacheTTL: 30 * time.Second, ReencryptInterval: 10 * time.Minute, DEKRotation: 90 * 24 * time.Hour},
 		SSO:        config.SSOConfig{AllowedAddresses: []string{}},
 		Webhooks:   config.WebhooksConfig{AllowedAddresses: []string{}},
@@ -123,6 +128,61 @@ func TestEnvMapping(t *testing.T) {
 	require.Equal(t, pepper, cfg.Auth.APIKeyPepper)
 	require.Equal(t, "/var/lib/manushya", cfg.Dev.DataDir)
 	require.Empty(t, cfg.Redis.URL)
+}
+
+// The memory section from a file, then the environment over it, then a flag:
+// every key reaches MemoryConfig.
+func TestMemorySettings(t *testing.T) {
+	t.Parallel()
+	path := writeFile(t, `
+memory:
+  embedding_model: bge-small
+  max_text_bytes: 2000
+  wait_limit: 2s
+  embed_batch_size: 128
+  embed_concurrency: 8
+  sweep_interval: 10s
+  index_interval: 500ms
+  ef_search: 300    # overridden by env
+  exact_scan_rows: 5000
+  conversion_settle: 2m
+`)
+	cfg, err := config.Load([]string{"--memory.exact_scan_rows=2500"}, []string{
+		"MANUSHYA_CONFIG=" + path,
+		"MANUSHYA_MEMORY_EF_SEARCH=400",
+		"MANUSHYA_DATABASE_URL=postgres://app@db/manushya",
+	})
+	require.NoError(t, err)
+	require.Equal(t, config.MemoryConfig{
+		EmbeddingModel: "bge-small", MaxTextBytes: 2000, WaitLimit: 2 * time.Second, EmbedBatchSize: 128,
+		EmbedConcurrency: 8, SweepInterval: 10 * time.Second, IndexInterval: 500 * time.Millisecond,
+		EfSearch: 400, ExactScanRows: 2500, ConversionSettle: 2 * time.Minute,
+	}, cfg.Memory)
+	require.NoError(t, cfg.Validate(config.ModeDev))
+
+	cfg, err = config.Load(nil, []string{
+		"MANUSHYA_MEMORY_EMBEDDING_MODEL=text-embedding-3-small",
+		"MANUSHYA_MEMORY_MAX_TEXT_BYTES=100",
+		"MANUSHYA_MEMORY_WAIT_LIMIT=30s",
+		"MANUSHYA_MEMORY_EMBED_BATCH_SIZE=16",
+		"MANUSHYA_MEMORY_EMBED_CONCURRENCY=2",
+		"MANUSHYA_MEMORY_SWEEP_INTERVAL=1m",
+		"MANUSHYA_MEMORY_INDEX_INTERVAL=2s",
+		"MANUSHYA_MEMORY_EXACT_SCAN_ROWS=1",
+		"MANUSHYA_MEMORY_CONVERSION_SETTLE=10s",
+	})
+	require.NoError(t, err)
+	require.Equal(t, config.MemoryConfig{
+		EmbeddingModel: "text-embedding-3-small", MaxTextBytes: 100, WaitLimit: 30 * time.Second, EmbedBatchSize: 16,
+		EmbedConcurrency: 2, SweepInterval: time.Minute, IndexInterval: 2 * time.Second,
+		EfSearch: 250, ExactScanRows: 1, ConversionSettle: 10 * time.Second,
+	}, cfg.Memory)
+
+	_, err = config.Load(nil, []string{"MANUSHYA_MEMORY_EF_SEARCH=lots"})
+	require.ErrorIs(t, err, config.ErrInvalidValue)
+	require.ErrorContains(t, err, "memory.ef_search")
+	_, err = config.Load([]string{"-config", writeFile(t, "memory:\n  ef_serach: 10\n")}, nil) //nolint:misspell // the typo is the point
+	require.ErrorContains(t, err, "unknown settings: memory.ef_serach")
 }
 
 func TestMigrateURLDefaultsToURL(t *testing.T) {
@@ -240,6 +300,20 @@ func TestValidateAcceptsGoodConfigs(t *testing.T) {
 		PolicyAddr:    "[::1]:9090",
 	}
 	require.NoError(t, cfg.Validate(config.ModeServe))
+
+	// The memory settings' bounds are themselves accepted.
+	cfg = validServe()
+	cfg.Memory = config.MemoryConfig{
+		MaxTextBytes: 1, WaitLimit: time.Minute, EmbedBatchSize: 2048, EmbedConcurrency: 64,
+		SweepInterval: 100 * time.Millisecond, IndexInterval: 100 * time.Millisecond, EfSearch: 1000,
+		ExactScanRows: 1000000, ConversionSettle: 10 * time.Second,
+	}
+	require.NoError(t, cfg.Validate(config.ModeServe))
+	cfg.Memory = config.MemoryConfig{
+		MaxTextBytes: 400000, WaitLimit: time.Nanosecond, EmbedBatchSize: 1, EmbedConcurrency: 1,
+		SweepInterval: time.Hour, IndexInterval: time.Hour, EfSearch: 1, ExactScanRows: 1, ConversionSettle: 24 * time.Hour,
+	}
+	require.NoError(t, cfg.Validate(config.ModeServe))
 }
 
 func TestValidateReportsEverything(t *testing.T) {
@@ -304,6 +378,37 @@ func TestValidateValues(t *testing.T) {
 			"database.app_role: must be a lower-case SQL identifier",
 			"nats.url: URL scheme must be nats or tls or ws or wss",
 			"redis.url: URL scheme must be redis or rediss or unix",
+		}},
+		"memory below its bounds": {config.ModeServe, func(c *config.Config) {
+			c.Memory = config.MemoryConfig{
+				WaitLimit: -time.Second, SweepInterval: 99 * time.Millisecond, IndexInterval: time.Millisecond,
+				ConversionSettle: 9 * time.Second,
+			}
+		}, []string{
+			"memory.max_text_bytes: must be between 1 and 400000",
+			"memory.wait_limit: must be positive and at most 1m0s",
+			"memory.embed_batch_size: must be between 1 and 2048",
+			"memory.embed_concurrency: must be between 1 and 64",
+			"memory.sweep_interval: must be at least 100ms",
+			"memory.index_interval: must be at least 100ms",
+			"memory.ef_search: must be between 1 and 1000",
+			"memory.exact_scan_rows: must be between 1 and 1000000",
+			"memory.conversion_settle: must be at least 10s",
+		}},
+		"memory above its bounds": {config.ModeDev, func(c *config.Config) {
+			c.Memory.MaxTextBytes = 400001
+			c.Memory.WaitLimit = time.Minute + time.Millisecond
+			c.Memory.EmbedBatchSize = 2049
+			c.Memory.EmbedConcurrency = 65
+			c.Memory.EfSearch = 1001
+			c.Memory.ExactScanRows = 1000001
+		}, []string{
+			"memory.max_text_bytes: must be between 1 and 400000",
+			"memory.wait_limit: must be positive and at most 1m0s",
+			"memory.embed_batch_size: must be between 1 and 2048",
+			"memory.embed_concurrency: must be between 1 and 64",
+			"memory.ef_search: must be between 1 and 1000",
+			"memory.exact_scan_rows: must be between 1 and 1000000",
 		}},
 		"short secrets": {config.ModeServe, func(c *config.Config) {
 			c.Auth.APIKeyPepper = "hunter2"
@@ -372,6 +477,11 @@ func TestRedacted(t *testing.T) {
 	}, r["auth"])
 	require.Equal(t, "redis://:****@cache:6379/0", r["redis"].(map[string]any)["url"])
 	require.Equal(t, "15s", r["http"].(map[string]any)["shutdown_timeout"])
+	require.Equal(t, map[string]any{
+		"embedding_model": "", "max_text_bytes": 100000, "wait_limit": "5s", "embed_batch_size": 64,
+		"embed_concurrency": 4, "sweep_interval": "5s", "index_interval": "1s", "ef_search": 250,
+		"exact_scan_rows": 10000, "conversion_settle": "1m0s",
+	}, r["memory"])
 	require.NotContains(t, r, "File")
 
 	// The printed YAML loads back to the same (masked) configuration.

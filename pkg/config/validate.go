@@ -169,6 +169,7 @@ func (c *Config) Validate(mode string) error {
 	if c.Embedding.MaxTextChars < 1 {
 		ck.add("embedding.max_text_chars", "must be at least 1")
 	}
+	memory(ck, &c.Memory)
 
 	if mode == ModeDev && c.Dev.DataDir == "" {
 		ck.add("dev.data_dir", "required")
@@ -294,5 +295,74 @@ func encryption(ck *checker, c *Config) {
 	}
 	if c.Encryption.DEKRotation < 0 {
 		ck.add("encryption.dek_rotation", "must not be negative")
+	}
+}
+
+// Bounds of the memory settings. services/memory reads a zero or negative value
+// as "use the default", so every lower bound is at least 1: a 0 here would not
+// mean "none" but silently the default.
+const (
+	// maxMemoryTextBytes: the API already holds a memory's text to 100000
+	// characters (memory.proto), at most 400000 bytes of UTF-8, so a larger limit
+	// could never be reached. Up to it, a limit above the 100000 default admits
+	// texts of many-byte characters (CJK, emoji) up to what the API allows; they
+	// stay within the embedding service's ceiling of 100000 characters, so every
+	// accepted text can still be embedded (a text the embedding service refuses
+	// would fail the embedding of its whole batch).
+	maxMemoryTextBytes = 400000
+	// maxMemoryWait bounds wait=true: a waiting request holds its connection and
+	// reads the memory every 100 ms, and one Embed call is given 30s.
+	maxMemoryWait = time.Minute
+	// maxEmbedBatch is the embedding API's limit of texts per request (and the
+	// ceiling of embedding.max_texts): a larger batch fails every Embed call.
+	maxEmbedBatch = 2048
+	// maxEmbedConcurrency: each batch in flight holds a database connection
+	// while it stores its vectors, so the concurrency should stay well below
+	// database.max_conns (20 by default) or the API waits for connections; 64 is
+	// already more than one process's pool should give the embedder.
+	maxEmbedConcurrency = 64
+	// minMemoryInterval: the sweepers and the indexer run back to back when
+	// their interval is shorter than a pass, each pass a query per table.
+	minMemoryInterval = 100 * time.Millisecond
+	// maxEfSearch is pgvector's upper limit of hnsw.ef_search; a larger value
+	// makes every vector search fail when it sets it.
+	maxEfSearch = 1000
+	// maxExactScanRows: an exact scan costs about 2 µs a row, so a scope of a
+	// million rows takes some 2 s per search; beyond that the HNSW index must
+	// answer.
+	maxExactScanRows = 1000000
+	// minConversionSettle: the encryption sweeper finishes a tenant only with a
+	// pass that began this long after encrypt_text changed, so that writes in
+	// flight with the old setting are done. It must outlast the longest write
+	// transaction plus the clock skew between replicas (the change is stamped by
+	// one process, the pass by another): a shorter wait could leave a plain text
+	// behind once encryption is on.
+	minConversionSettle = 10 * time.Second
+)
+
+// memory checks the memory service's settings against the bounds above.
+func memory(ck *checker, m *MemoryConfig) {
+	intBetween(ck, "memory.max_text_bytes", m.MaxTextBytes, 1, maxMemoryTextBytes)
+	if m.WaitLimit <= 0 || m.WaitLimit > maxMemoryWait {
+		ck.add("memory.wait_limit", "must be positive and at most %s", maxMemoryWait)
+	}
+	intBetween(ck, "memory.embed_batch_size", m.EmbedBatchSize, 1, maxEmbedBatch)
+	intBetween(ck, "memory.embed_concurrency", m.EmbedConcurrency, 1, maxEmbedConcurrency)
+	if m.SweepInterval < minMemoryInterval {
+		ck.add("memory.sweep_interval", "must be at least %s", minMemoryInterval)
+	}
+	if m.IndexInterval < minMemoryInterval {
+		ck.add("memory.index_interval", "must be at least %s", minMemoryInterval)
+	}
+	intBetween(ck, "memory.ef_search", m.EfSearch, 1, maxEfSearch)
+	intBetween(ck, "memory.exact_scan_rows", m.ExactScanRows, 1, maxExactScanRows)
+	if m.ConversionSettle < minConversionSettle {
+		ck.add("memory.conversion_settle", "must be at least %s", minConversionSettle)
+	}
+}
+
+func intBetween(ck *checker, key string, v, lo, hi int) {
+	if v < lo || v > hi {
+		ck.add(key, "must be between %d and %d", lo, hi)
 	}
 }

@@ -25,6 +25,10 @@ import (
 const Schema = store.Schema
 
 // Config is the memory service's own configuration. Zero fields take defaults.
+//
+// The process configuration's memory section (pkg/config MemoryConfig, keys
+// memory.*) sets these; its defaults are the ones below, and its validation holds
+// each value to what the service tolerates.
 type Config struct {
 	// EmbeddingModel is the model asked of the embedding service; empty lets the
 	// embedding service pick its default. Vectors must have 384 dimensions.
@@ -38,8 +42,8 @@ type Config struct {
 	// EmbedConcurrency is how many batches the embedder embeds and stores at
 	// once (default 4).
 	EmbedConcurrency int
-	// SweepInterval is how often the embedding and TTL sweepers look for due work
-	// (default 5s).
+	// SweepInterval is how often the embedding, TTL, restore-window and
+	// encryption sweepers look for due work (default 5s).
 	SweepInterval time.Duration
 	// IndexInterval is how often the indexer looks for fresh vectors (stored,
 	// searchable by exact scan, not yet in the HNSW graph) and drains them into
@@ -63,7 +67,8 @@ type Config struct {
 	// process that serves the API only).
 	DisableWorkers bool
 	// UsageFlushInterval is how often the module's own search meter publishes
-	// its sums (default 1s); unused when Deps.Meter is given.
+	// its sums (default 1s); unused when Deps.Meter is given, as the manushya
+	// binary does (so it has no configuration key).
 	UsageFlushInterval time.Duration
 	// ConversionSettle is how long after a change of encrypt_text the encryption
 	// sweeper keeps looking for rows to move, for writes that were in flight

@@ -82,7 +82,15 @@ func services() []serviceDef {
 			return m, err
 		}},
 		{config.ServiceMemory, memory.Migrations(), func(a *App) (serviceModule, error) {
-			return memory.New(memory.Config{}, memory.Deps{Logger: a.logger, Pool: a.pool, Bus: a.bus, KV: a.kv, Registerer: a.registry, Dial: a.dialService, Meter: a.meter, Keyring: a.keys})
+			m := a.cfg.Memory
+			return memory.New(memory.Config{
+				EmbeddingModel: m.EmbeddingModel, MaxTextBytes: m.MaxTextBytes, WaitLimit: m.WaitLimit,
+				EmbedBatchSize: m.EmbedBatchSize, EmbedConcurrency: m.EmbedConcurrency, SweepInterval: m.SweepInterval,
+				IndexInterval: m.IndexInterval, EfSearch: m.EfSearch, ExactScanRows: m.ExactScanRows,
+				ConversionSettle: m.ConversionSettle,
+				// UsageFlushInterval is not set: the module meters searches through the
+				// process's meter (Meter below), which flushes on its own interval.
+			}, memory.Deps{Logger: a.logger, Pool: a.pool, Bus: a.bus, KV: a.kv, Registerer: a.registry, Dial: a.dialService, Meter: a.meter, Keyring: a.keys})
 		}},
 		{config.ServiceEmbedding, embedding.Migrations(), func(a *App) (serviceModule, error) {
 			providers, err := embedding.ParseProviders(a.cfg.Embedding.Providers)
