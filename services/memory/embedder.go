@@ -368,8 +368,43 @@ func (w *embedWorker) fail(ctx context.Context, tenant uuid.UUID, chunk []pendin
 	return nil
 }
 
-// embedTexts calls the embedding service and checks what it returns.
+// embedTexts embeds texts through the embedding service, in calls of at most
+// embedRequestBytes of text, and checks what it returns.
 func (s *Service) embedTexts(ctx context.Context, tenant uuid.UUID, texts []string) (string, [][]float32, error) {
+	// A batch of long texts can exceed what one gRPC message may carry
+	// (http.max_body_bytes plus 64 KiB, about 1 MiB by default: 64 texts of
+	// 100 kB were refused with ResourceExhausted, and the sweeper retried the
+	// same batch forever), so the texts go in calls of at most
+	// embedRequestBytes each; one text longer than that goes alone.
+	var model string
+	out := make([][]float32, 0, len(texts))
+	for start := 0; start < len(texts); {
+		end, size := start+1, len(texts[start])
+		for end < len(texts) && size+len(texts[end]) <= embedRequestBytes {
+			size += len(texts[end])
+			end++
+		}
+		m, vecs, err := s.embedCall(ctx, tenant, texts[start:end])
+		if err != nil {
+			return "", nil, err
+		}
+		if model != "" && m != model {
+			// A fallback provider answered part of the batch: vectors of two
+			// models cannot be stored as one batch of the configured one.
+			return "", nil, fmt.Errorf("embedding service answered with model %q, then %q, in one batch", model, m)
+		}
+		model, out = m, append(out, vecs...)
+		start = end
+	}
+	return model, out, nil
+}
+
+// embedRequestBytes bounds the text of one Embed call, well below the default
+// gRPC message limit of the embedding service (about 1 MiB).
+const embedRequestBytes = 512 << 10
+
+// embedCall is one Embed call.
+func (s *Service) embedCall(ctx context.Context, tenant uuid.UUID, texts []string) (string, [][]float32, error) {
 	client, err := s.embeddingClient()
 	if err != nil {
 		return "", nil, err

@@ -121,7 +121,9 @@ func setup(t testing.TB, opts ...setupOpts) *testBundle {
 	b.admin = admin
 
 	// The embedding service, served over gRPC like the real one.
-	esrv := grpc.NewServer()
+	// With the message limit the real one has by default (http.max_body_bytes
+	// of 1 MiB plus 64 KiB).
+	esrv := grpc.NewServer(grpc.MaxRecvMsgSize(1<<20 + 64<<10))
 	embeddingv1.RegisterEmbeddingServiceServer(esrv, b.embedder)
 	elis, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
