@@ -3,6 +3,7 @@ package memory
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -13,6 +14,7 @@ import (
 	"github.com/manushya-ai/manushya/pkg/apierr"
 	memoryv1 "github.com/manushya-ai/manushya/pkg/pb/manushya/memory/v1"
 	"github.com/manushya-ai/manushya/services/memory/store"
+	"github.com/manushya-ai/manushya/services/memory/store/sqlc"
 )
 
 const maxBulk = 1000
@@ -39,33 +41,70 @@ func (s *Service) BulkCreate(ctx context.Context, req *memoryv1.BulkCreateMemori
 	}
 	now := time.Now().UTC().Truncate(time.Microsecond)
 	results := make([]*memoryv1.BulkCreateMemoryResult, len(items))
+	// Each item is checked on its own first; a bad one gets its status and
+	// the others go on.
+	params := make([]sqlc.InsertMemoriesParams, len(items))
+	var plain, keyed []int
+	for i, item := range items {
+		results[i] = &memoryv1.BulkCreateMemoryResult{}
+		p, err := s.newMemory(c, item, fmt.Sprintf("memories[%d].", i), now)
+		if err != nil {
+			results[i].Status = itemStatus(err)
+			continue
+		}
+		params[i] = p
+		if p.IdempotencyKey != nil {
+			keyed = append(keyed, i)
+		} else {
+			plain = append(plain, i)
+		}
+	}
 	err = s.store.InTenant(ctx, c.tenant, func(tx *store.Tx) error {
 		enc, err := s.encrypting(ctx, tx, c.tenant)
 		if err != nil {
 			return err
 		}
-		for i, item := range items {
-			res := &memoryv1.BulkCreateMemoryResult{}
-			results[i] = res
-			p, err := s.newMemory(c, item, fmt.Sprintf("memories[%d].", i), now)
-			if err != nil {
-				res.Status = itemStatus(err)
-				continue
+		// The items without an idempotency key are stored together, in one
+		// savepoint and a few round trips. Should one of them fail (something
+		// the checks above did not foresee), the savepoint undoes them all
+		// and they are stored one by one like the keyed items, so that the
+		// failure is the failing item's alone.
+		if len(plain) > 0 {
+			batch := make([]sqlc.InsertMemoriesParams, len(plain))
+			for j, i := range plain {
+				batch[j] = params[i]
 			}
+			var ms []store.Memory
+			err := tx.Savepoint(ctx, func(sp *store.Tx) error {
+				var err error
+				ms, err = s.insertMany(ctx, sp, batch, enc)
+				return err
+			})
+			if err == nil {
+				for j, i := range plain {
+					if results[i].Memory, err = toProto(ms[j]); err != nil {
+						return err
+					}
+					results[i].Status = itemStatus(nil)
+				}
+				plain = nil
+			}
+		}
+		for _, i := range slices.Concat(plain, keyed) {
 			var m store.Memory
 			err = tx.Savepoint(ctx, func(sp *store.Tx) error {
 				var err error
-				m, _, err = s.insert(ctx, sp, p, enc)
+				m, _, err = s.insert(ctx, sp, params[i], enc)
 				return err
 			})
 			if err != nil {
-				res.Status = itemStatus(s.mapErr(err, ""))
+				results[i].Status = itemStatus(s.mapErr(err, ""))
 				continue
 			}
-			if res.Memory, err = toProto(m); err != nil {
+			if results[i].Memory, err = toProto(m); err != nil {
 				return err
 			}
-			res.Status = itemStatus(nil)
+			results[i].Status = itemStatus(nil)
 		}
 		return nil
 	})

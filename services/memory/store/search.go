@@ -45,31 +45,64 @@ func (s *Store) InSearch(ctx context.Context, tenantID uuid.UUID, efSearch int, 
 	return mapErr(fn(&Tx{Queries: sqlc.New(db), db: db}))
 }
 
-// searchDB runs each statement as a batch of two: searchSettings, then the
-// statement. It implements sqlc.DBTX, so the generated queries run the same way.
+// searchDB runs each statement (or batch) behind searchSettings, in one batch.
+// It implements sqlc.DBTX, so the generated queries run the same way.
 type searchDB struct {
 	pool     *pgxpool.Pool
 	tenant   string
 	efSearch string
 }
 
-func (d *searchDB) send(ctx context.Context, sql string, args []any) (pgx.BatchResults, error) {
-	b := &pgx.Batch{}
-	b.Queue(searchSettings, d.tenant, d.efSearch)
-	b.Queue(sql, args...)
-	br := d.pool.SendBatch(ctx, b)
-	if _, err := br.Exec(); err != nil {
-		_ = br.Close()
-		return nil, fmt.Errorf("search settings: %w", err)
+// SendBatch sends the settings and then b's statements as one batch (searches
+// send no batches of their own; this completes sqlc.DBTX).
+func (d *searchDB) SendBatch(ctx context.Context, b *pgx.Batch) pgx.BatchResults {
+	all := &pgx.Batch{}
+	all.Queue(searchSettings, d.tenant, d.efSearch)
+	all.QueuedQueries = append(all.QueuedQueries, b.QueuedQueries...)
+	return &afterSettings{BatchResults: d.pool.SendBatch(ctx, all)}
+}
+
+// afterSettings are a batch's results past its first statement, the settings:
+// reading the first result reads (and checks) the settings' one before it.
+type afterSettings struct {
+	pgx.BatchResults
+	read bool
+	err  error
+}
+
+func (r *afterSettings) settings() error {
+	if !r.read {
+		r.read = true
+		if _, err := r.BatchResults.Exec(); err != nil {
+			r.err = fmt.Errorf("search settings: %w", err)
+		}
 	}
-	return br, nil
+	return r.err
+}
+
+func (r *afterSettings) Exec() (pgconn.CommandTag, error) {
+	if err := r.settings(); err != nil {
+		return pgconn.CommandTag{}, err
+	}
+	return r.BatchResults.Exec()
+}
+
+func (r *afterSettings) Query() (pgx.Rows, error) {
+	if err := r.settings(); err != nil {
+		return nil, err
+	}
+	return r.BatchResults.Query()
+}
+
+func (r *afterSettings) QueryRow() pgx.Row {
+	if err := r.settings(); err != nil {
+		return &batchRow{err: err}
+	}
+	return r.BatchResults.QueryRow()
 }
 
 func (d *searchDB) Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error) {
-	br, err := d.send(ctx, sql, args)
-	if err != nil {
-		return nil, err
-	}
+	br := d.SendBatch(ctx, one(sql, args))
 	rows, err := br.Query()
 	if err != nil {
 		_ = br.Close()
@@ -84,12 +117,16 @@ func (d *searchDB) QueryRow(ctx context.Context, sql string, args ...any) pgx.Ro
 }
 
 func (d *searchDB) Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error) {
-	br, err := d.send(ctx, sql, args)
-	if err != nil {
-		return pgconn.CommandTag{}, err
-	}
+	br := d.SendBatch(ctx, one(sql, args))
 	tag, err := br.Exec()
 	return tag, errors.Join(err, br.Close())
+}
+
+// one is a batch of one statement.
+func one(sql string, args []any) *pgx.Batch {
+	b := &pgx.Batch{}
+	b.Queue(sql, args...)
+	return b
 }
 
 // batchRows are the rows of a batch's last statement; closing them closes the

@@ -3,13 +3,20 @@
 -- (the filter grammar and search modes compose SQL that sqlc cannot express), and
 -- they never transfer the vector column.
 
--- name: InsertMemory :exec
+-- name: InsertMemories :batchexec
+-- New memories, all in one round trip (see the memory service's insertMany).
 INSERT INTO memory.memories (
   id, tenant_id, identity_id, agent_id, session_id, text, type, metadata,
   embedding_model, idempotency_key, request_hash, expire_time, actor_id, create_time, update_time, text_sealed)
 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $14, $15);
 
 -- name: InsertVersion :exec
+INSERT INTO memory.memory_versions (
+  memory_id, version, tenant_id, text, type, metadata, expire_time, changed_fields, actor_id, create_time,
+  text_sealed, identity_id, seal_row)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13);
+
+-- name: InsertVersions :batchexec
 INSERT INTO memory.memory_versions (
   memory_id, version, tenant_id, text, type, metadata, expire_time, changed_fields, actor_id, create_time,
   text_sealed, identity_id, seal_row)
@@ -51,6 +58,16 @@ DELETE FROM memory.memories WHERE id = $1;
 INSERT INTO memory.embedding_jobs (memory_id, tenant_id, retry_time)
 VALUES ($1, $2, now() + make_interval(secs => sqlc.arg(grace_seconds)::double precision))
 ON CONFLICT (memory_id) DO UPDATE SET attempts = 0, retry_time = EXCLUDED.retry_time, last_error = '';
+
+-- name: EnqueueEmbeddings :batchexec
+INSERT INTO memory.embedding_jobs (memory_id, tenant_id, retry_time)
+VALUES ($1, $2, now() + make_interval(secs => sqlc.arg(grace_seconds)::double precision))
+ON CONFLICT (memory_id) DO UPDATE SET attempts = 0, retry_time = EXCLUDED.retry_time, last_error = '';
+
+-- name: SetExpirations :batchexec
+INSERT INTO memory.expirations (memory_id, tenant_id, expire_time)
+VALUES ($1, $2, $3)
+ON CONFLICT (memory_id) DO UPDATE SET expire_time = EXCLUDED.expire_time;
 
 -- name: SetExpiration :exec
 INSERT INTO memory.expirations (memory_id, tenant_id, expire_time)

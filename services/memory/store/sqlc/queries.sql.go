@@ -306,57 +306,6 @@ func (q *Queries) HardDelete(ctx context.Context, id uuid.UUID) (int64, error) {
 	return result.RowsAffected(), nil
 }
 
-const insertMemory = `-- name: InsertMemory :exec
-
-INSERT INTO memory.memories (
-  id, tenant_id, identity_id, agent_id, session_id, text, type, metadata,
-  embedding_model, idempotency_key, request_hash, expire_time, actor_id, create_time, update_time, text_sealed)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $14, $15)
-`
-
-type InsertMemoryParams struct {
-	ID             uuid.UUID
-	TenantID       uuid.UUID
-	IdentityID     uuid.UUID
-	AgentID        *uuid.UUID
-	SessionID      *string
-	Text           string
-	Type           string
-	Metadata       []byte
-	EmbeddingModel string
-	IdempotencyKey *string
-	RequestHash    []byte
-	ExpireTime     *time.Time
-	ActorID        *uuid.UUID
-	CreateTime     time.Time
-	TextSealed     []byte
-}
-
-// Static statements of the memory store. Reads of memory rows (get, list, search)
-// are in store.go: they share one column list with the dynamically filtered queries
-// (the filter grammar and search modes compose SQL that sqlc cannot express), and
-// they never transfer the vector column.
-func (q *Queries) InsertMemory(ctx context.Context, arg InsertMemoryParams) error {
-	_, err := q.db.Exec(ctx, insertMemory,
-		arg.ID,
-		arg.TenantID,
-		arg.IdentityID,
-		arg.AgentID,
-		arg.SessionID,
-		arg.Text,
-		arg.Type,
-		arg.Metadata,
-		arg.EmbeddingModel,
-		arg.IdempotencyKey,
-		arg.RequestHash,
-		arg.ExpireTime,
-		arg.ActorID,
-		arg.CreateTime,
-		arg.TextSealed,
-	)
-	return err
-}
-
 const insertVersion = `-- name: InsertVersion :exec
 INSERT INTO memory.memory_versions (
   memory_id, version, tenant_id, text, type, metadata, expire_time, changed_fields, actor_id, create_time,
