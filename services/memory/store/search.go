@@ -24,7 +24,7 @@ import (
 // (a search reads a few thousand buffers at most; with many concurrent
 // searches on few cores, launching workers costs more than it saves). All are
 // local to the statement's transaction.
-var searchSettings = `SELECT set_config('` + postgres.TenantSetting + `', $1, true),
+const searchSettings = `SELECT set_config('` + postgres.TenantSetting + `', $1, true),
 set_config('transaction_read_only', 'on', true), set_config('hnsw.iterative_scan', 'relaxed_order', true),
 set_config('hnsw.ef_search', $2, true), set_config('plan_cache_mode', 'force_custom_plan', true),
 set_config('jit', 'off', true), set_config('max_parallel_workers_per_gather', '0', true)`
