@@ -2,6 +2,7 @@ package memory
 
 import (
 	"context"
+	"slices"
 	"testing"
 	"time"
 
@@ -66,7 +67,7 @@ CREATE TRIGGER refuse_boom BEFORE INSERT ON memory.memories FOR EACH ROW EXECUTE
 	require.WithinDuration(t, time.Now().Add(time.Hour), first.GetExpireTime().AsTime(), time.Minute)
 
 	// Without the failing item, all go in one batch; the keyed one replays.
-	req.Memories = append(req.Memories[:1], req.Memories[2:]...)
+	req.Memories = slices.Delete(req.GetMemories(), 1, 2)
 	again, err := b.client.BulkCreateMemories(as("user1"), req)
 	require.NoError(t, err)
 	require.Equal(t, []codes.Code{codes.OK, codes.OK, codes.OK}, codesOf(again))
