@@ -26,7 +26,9 @@ const ServiceHeader = "x-manushya-service"
 // serviceScopes is what each calling service may do through a service credential;
 // a service missing here cannot call others.
 var serviceScopes = map[string][]string{
-	"memory": {"embedding.embed"},
+	// The memory embedder embeds, and asks which model is the default (to
+	// re-embed what a fallback provider embedded once the default is back).
+	"memory": {"embedding.embed", "embedding.read"},
 	// Data exports (identity ExportService) read what other services hold about
 	// the exported identity.
 	"identity": {"memory.list", "memory.read", "audit.read", "usage.read"},

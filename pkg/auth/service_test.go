@@ -22,7 +22,7 @@ func TestServiceCredential(t *testing.T) {
 	p, err := s.Verify(s.sign("memory", testTenant, now))
 	require.NoError(t, err)
 	require.Equal(t, testTenant, p.TenantID)
-	require.Equal(t, []string{"embedding.embed"}, p.Scopes, "a service gets only what its table grants")
+	require.Equal(t, []string{"embedding.embed", "embedding.read"}, p.Scopes, "a service gets only what its table grants")
 	require.Equal(t, KindService, p.Kind)
 
 	other := NewServiceSigner("another-pepper-of-at-least-thirty-two-b")

@@ -174,8 +174,11 @@ func (w *embedWorker) sweep(ctx context.Context) error {
 }
 
 type pendingText struct {
-	id   uuid.UUID
-	text string // opened, when sealed
+	id uuid.UUID
+	// ready: the memory has a vector already, of a model other than the target
+	// (a fallback provider's, upgrade.go); it is replaced only by the target's.
+	ready bool
+	text  string // opened, when sealed
 	// stored is the text column as read, sealed the text_sealed column: the
 	// guard of the write compares both, so an edit meanwhile is never overwritten.
 	stored string
@@ -183,17 +186,20 @@ type pendingText struct {
 }
 
 // embed computes and stores the embeddings of the given memories that are not
-// READY. It returns an error only for database failures; a failing embedding call
-// marks the memories FAILED with the reason and schedules a retry with backoff.
+// READY, or READY with a model other than the target (a fallback's). It returns
+// an error only for database failures; a failing embedding call marks the
+// memories FAILED with the reason (those not READY) and schedules a retry with
+// backoff.
 func (w *embedWorker) embed(ctx context.Context, tenant uuid.UUID, ids []uuid.UUID) error {
 	if len(ids) == 0 {
 		return nil
 	}
+	target := w.svc.targetModel(ctx, tenant)
 	var todo, sealedTodo []pendingText
 	var owners []uuid.UUID
 	err := w.svc.store.InTenant(ctx, tenant, func(tx *store.Tx) error {
-		rows, err := tx.Tx.Query(ctx,
-			`SELECT id, identity_id, text, text_sealed FROM memory.memories WHERE id = ANY($1) AND embedding_status <> 2`, ids)
+		rows, err := tx.Tx.Query(ctx, `SELECT id, identity_id, text, text_sealed, embedding_status = 2 FROM memory.memories
+WHERE id = ANY($1) AND (embedding_status <> 2 OR ($2 <> '' AND embedding_model <> $2))`, ids, target)
 		if err != nil {
 			return err
 		}
@@ -201,7 +207,7 @@ func (w *embedWorker) embed(ctx context.Context, tenant uuid.UUID, ids []uuid.UU
 		for rows.Next() {
 			var p pendingText
 			var owner uuid.UUID
-			if err := rows.Scan(&p.id, &owner, &p.stored, &p.sealed); err != nil {
+			if err := rows.Scan(&p.id, &owner, &p.stored, &p.sealed, &p.ready); err != nil {
 				return err
 			}
 			p.text = p.stored
@@ -261,17 +267,19 @@ func (w *embedWorker) embed(ctx context.Context, tenant uuid.UUID, ids []uuid.UU
 	g.SetLimit(w.svc.cfg.EmbedConcurrency)
 	for start := 0; start < len(todo); start += n {
 		chunk := todo[start:min(start+n, len(todo))]
-		g.Go(func() error { return w.embedChunk(gctx, tenant, chunk) })
+		g.Go(func() error { return w.embedChunk(gctx, tenant, target, chunk) })
 	}
 	return g.Wait()
 }
 
-func (w *embedWorker) embedChunk(ctx context.Context, tenant uuid.UUID, chunk []pendingText) error {
+// embedChunk embeds one chunk and stores its vectors. An answer from a model
+// other than target (a fallback provider's) is stored for the memories that
+// had no vector, not over the fallback vectors of READY ones, and every job of
+// the chunk stays queued (with backoff) until the target answers (upgrade.go).
+func (w *embedWorker) embedChunk(ctx context.Context, tenant uuid.UUID, target string, chunk []pendingText) error {
 	texts := make([]string, len(chunk))
-	storedTexts := make([]string, len(chunk))
-	sealed := make([][]byte, len(chunk))
 	for i, p := range chunk {
-		texts[i], storedTexts[i], sealed[i] = p.text, p.stored, p.sealed
+		texts[i] = p.text
 	}
 	w.svc.metrics.batch.Observe(float64(len(texts)))
 	model, vecs, err := w.svc.embedTexts(ctx, tenant, texts)
@@ -281,10 +289,28 @@ func (w *embedWorker) embedChunk(ctx context.Context, tenant uuid.UUID, chunk []
 		}
 		return w.fail(ctx, tenant, chunk, err)
 	}
+	fallback := target != "" && model != target
+	all := make([]uuid.UUID, len(chunk))
+	for i, p := range chunk {
+		all[i] = p.id
+	}
+	if fallback {
+		// The fallback's vectors go only to the memories without one.
+		var keep []pendingText
+		var keepVecs [][]float32
+		for i, p := range chunk {
+			if !p.ready {
+				keep, keepVecs = append(keep, p), append(keepVecs, vecs[i])
+			}
+		}
+		chunk, vecs = keep, keepVecs
+	}
 	ids := make([]uuid.UUID, len(chunk))
 	vals := make([]string, len(chunk))
+	storedTexts := make([]string, len(chunk))
+	sealed := make([][]byte, len(chunk))
 	for i, p := range chunk {
-		ids[i] = p.id
+		ids[i], storedTexts[i], sealed[i] = p.id, p.stored, p.sealed
 		if !zero(vecs[i]) {
 			// A text with no words embeds to the zero vector, which has no
 			// direction: it is stored without a vector, found by keyword only.
@@ -300,8 +326,9 @@ func (w *embedWorker) embedChunk(ctx context.Context, tenant uuid.UUID, chunk []
 UPDATE memory.memories m
 SET embedding = NULLIF(u.vec, '')::vector, embedding_indexed = false, embedding_status = 2, embedding_error = '', embedding_model = $4
 FROM unnest($1::uuid[], $2::text[], $3::text[], $5::bytea[]) AS u(id, vec, text, sealed)
-WHERE m.id = u.id AND m.text = u.text AND m.text_sealed IS NOT DISTINCT FROM u.sealed AND m.embedding_status <> 2
-RETURNING `+store.Columns, ids, vals, storedTexts, model, sealed)
+WHERE m.id = u.id AND m.text = u.text AND m.text_sealed IS NOT DISTINCT FROM u.sealed
+  AND (m.embedding_status <> 2 OR (m.embedding_model <> $4 AND $4 = $6))
+RETURNING `+store.Columns, ids, vals, storedTexts, model, sealed, target)
 		if err != nil {
 			return err
 		}
@@ -328,7 +355,14 @@ RETURNING `+store.Columns, ids, vals, storedTexts, model, sealed)
 				return err
 			}
 		}
-		if err := tx.EmbeddingJobsDone(ctx, stored); err != nil {
+		if fallback {
+			// Every job of the chunk waits for the target model, with backoff.
+			err := tx.EmbeddingJobsFailed(ctx, sqlc.EmbeddingJobsFailedParams{Ids: all,
+				LastError: fmt.Sprintf("embedded by the fallback model %q; re-embedding with %q once its provider is back", model, target)})
+			if err != nil {
+				return err
+			}
+		} else if err := tx.EmbeddingJobsDone(ctx, stored); err != nil {
 			return err
 		}
 		// Last, so the tenant's queue row is held only until the commit.
@@ -337,7 +371,11 @@ RETURNING `+store.Columns, ids, vals, storedTexts, model, sealed)
 	if err != nil {
 		return fmt.Errorf("store embeddings of tenant %s: %w", tenant, err)
 	}
-	w.svc.metrics.embedded.WithLabelValues("ready").Add(float64(len(stored)))
+	result := "ready"
+	if fallback {
+		result = "fallback"
+	}
+	w.svc.metrics.embedded.WithLabelValues(result).Add(float64(len(stored)))
 	return nil
 }
 

@@ -60,10 +60,13 @@ func TestMain(m *testing.M) {
 // vectors (a provider whose vectors are not unit length).
 type testEmbedder struct {
 	embeddingv1.UnimplementedEmbeddingServiceServer
-	e     *hashing.Embedder
-	fail  atomic.Bool
-	scale atomic.Uint32 // math.Float32bits of the factor; 0 leaves vectors as they are
-	calls atomic.Int64
+	e    *hashing.Embedder
+	fail atomic.Bool
+	// fallback: the default provider is down and a fallback answers, with
+	// another model's name (testFallbackModel).
+	fallback atomic.Bool
+	scale    atomic.Uint32 // math.Float32bits of the factor; 0 leaves vectors as they are
+	calls    atomic.Int64
 }
 
 func (t *testEmbedder) Embed(_ context.Context, req *embeddingv1.EmbedRequest) (*embeddingv1.EmbedResponse, error) {
@@ -72,6 +75,9 @@ func (t *testEmbedder) Embed(_ context.Context, req *embeddingv1.EmbedRequest) (
 		return nil, status.Error(codes.Unavailable, "provider down")
 	}
 	resp := &embeddingv1.EmbedResponse{Model: t.e.Model(), Dimensions: int32(t.e.Dimensions()), Provider: "hashing"}
+	if t.fallback.Load() {
+		resp.Model, resp.Provider = testFallbackModel, "fallback"
+	}
 	for _, v := range t.e.Embed(req.GetTexts()) {
 		if f := math.Float32frombits(t.scale.Load()); f != 0 {
 			for i := range v {
@@ -81,6 +87,14 @@ func (t *testEmbedder) Embed(_ context.Context, req *embeddingv1.EmbedRequest) (
 		resp.Embeddings = append(resp.Embeddings, &embeddingv1.Embedding{Values: v})
 	}
 	return resp, nil
+}
+
+// testFallbackModel is the model the test embedder names while its default
+// provider is "down" (testEmbedder.fallback).
+const testFallbackModel = "fallback-hashing-384"
+
+func (t *testEmbedder) ListModels(context.Context, *embeddingv1.ListModelsRequest) (*embeddingv1.ListModelsResponse, error) {
+	return &embeddingv1.ListModelsResponse{DefaultModel: t.e.Model()}, nil
 }
 
 type testBundle struct {

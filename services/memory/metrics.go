@@ -7,7 +7,7 @@ import (
 // metrics of the memory service; registered when the module has a Registerer.
 type metrics struct {
 	search   *prometheus.HistogramVec // by mode that ran and path (ann, exact, keyword)
-	embedded *prometheus.CounterVec   // memories by result (ready, failed)
+	embedded *prometheus.CounterVec   // memories by result (ready, fallback, failed)
 	batch    prometheus.Histogram     // texts per Embed call
 	fresh    prometheus.Gauge         // stored vectors not yet in the HNSW graph, as the indexer last found them
 	indexed  prometheus.Counter       // vectors the indexer put in the graph

@@ -63,6 +63,8 @@ type Service struct {
 	embedErr  error
 
 	large largeTenants // tenants too large for an exact tenant-wide search (search.go)
+
+	target targetModel // the model memories should end up embedded with (upgrade.go)
 }
 
 // eventData is the payload of memory.* events.
