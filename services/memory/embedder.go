@@ -255,7 +255,17 @@ WHERE id = ANY($1) AND (embedding_status <> 2 OR ($2 <> '' AND embedding_model <
 				done = append(done, id)
 			}
 		}
-		if err := w.svc.store.Global().EmbeddingJobsDone(ctx, done); err != nil {
+		jobs := w.svc.store.Global()
+		if target == "" {
+			// Without the target model a fallback's vectors cannot be told
+			// from the default's: these jobs wait for a later look (with
+			// backoff) rather than drop an upgrade that may be owed.
+			err = jobs.EmbeddingJobsFailed(ctx, sqlc.EmbeddingJobsFailedParams{Ids: done,
+				LastError: "the embedding service's default model is not known yet"})
+		} else {
+			err = jobs.EmbeddingJobsDone(ctx, done)
+		}
+		if err != nil {
 			return err
 		}
 	}

@@ -65,6 +65,8 @@ type testEmbedder struct {
 	// fallback: the default provider is down and a fallback answers, with
 	// another model's name (testFallbackModel).
 	fallback atomic.Bool
+	// listDown: ListModels fails (the default model cannot be learnt).
+	listDown atomic.Bool
 	scale    atomic.Uint32 // math.Float32bits of the factor; 0 leaves vectors as they are
 	calls    atomic.Int64
 }
@@ -94,6 +96,9 @@ func (t *testEmbedder) Embed(_ context.Context, req *embeddingv1.EmbedRequest) (
 const testFallbackModel = "fallback-hashing-384"
 
 func (t *testEmbedder) ListModels(context.Context, *embeddingv1.ListModelsRequest) (*embeddingv1.ListModelsResponse, error) {
+	if t.listDown.Load() {
+		return nil, status.Error(codes.Unavailable, "down")
+	}
 	return &embeddingv1.ListModelsResponse{DefaultModel: t.e.Model()}, nil
 }
 

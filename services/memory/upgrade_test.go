@@ -3,6 +3,7 @@ package memory
 import (
 	"context"
 	"testing"
+	"time"
 
 	"github.com/google/uuid"
 	"github.com/stretchr/testify/require"
@@ -83,4 +84,41 @@ func TestFallbackVectorsReplacedWhenDefaultReturns(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, primary, s.GetEmbeddingModel())
 	require.Equal(t, []string{m.GetId()}, ids(s.GetResults()), "found by the default model's query")
+}
+
+// TestEmbeddingJobsKeptWhileDefaultModelUnknown: when the embedding service's
+// default model cannot be learnt, a job of a memory that already has a vector
+// is kept (with backoff), not taken as done: its vector may be a fallback's
+// that is owed a re-embedding. Once the model is known the job is done.
+func TestEmbeddingJobsKeptWhileDefaultModelUnknown(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := context.Background()
+	m := b.create(t, "user1", &memoryv1.CreateMemoryRequest{Text: "a memory with a vector", Wait: true})
+	require.Equal(t, memoryv1.EmbeddingStatus_EMBEDDING_STATUS_READY, m.GetEmbeddingStatus())
+
+	b.embedder.listDown.Store(true)
+	b.mod.svc.target.forget()
+	_, err := b.admin.Exec(ctx, `INSERT INTO memory.embedding_jobs (memory_id, tenant_id, retry_time) VALUES ($1, $2, now())`, m.GetId(), b.tenantA)
+	require.NoError(t, err)
+	require.NoError(t, b.mod.embedder.sweep(ctx))
+	var attempts int
+	require.NoError(t, b.admin.QueryRow(ctx, "SELECT attempts FROM memory.embedding_jobs WHERE memory_id = $1", m.GetId()).Scan(&attempts))
+	require.Equal(t, 1, attempts, "kept, with backoff")
+
+	b.embedder.listDown.Store(false)
+	b.mod.svc.target.forget()
+	_, err = b.admin.Exec(ctx, "UPDATE memory.embedding_jobs SET retry_time = now()")
+	require.NoError(t, err)
+	require.NoError(t, b.mod.embedder.sweep(ctx))
+	var n int
+	require.NoError(t, b.admin.QueryRow(ctx, "SELECT count(*) FROM memory.embedding_jobs WHERE memory_id = $1", m.GetId()).Scan(&n))
+	require.Zero(t, n, "done once the default model is known")
+}
+
+// forget drops the learnt model, so the next use asks again.
+func (t *targetModel) forget() {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.name, t.asked = "", time.Time{}
 }
