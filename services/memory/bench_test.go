@@ -257,6 +257,14 @@ WHERE id IN (SELECT id FROM memory.memories WHERE tenant_id = $1 ORDER BY id DES
 		if os.Getenv("MEMORY_BENCH_EXPLAIN") != "" {
 			explainRaw(b, rawPool, tb.tenantA.String(), ef, sc.name, func() (string, []any) { return sc.raw(qs[0], 0) })
 		}
+		// Each query runs once untimed first, so the service and the raw SQL,
+		// measured one after the other, find the same pages in memory (at 1M
+		// rows the table and its indexes exceed shared_buffers, and whichever
+		// ran first paid for reading them in).
+		measure(queries, 8, func(i int) {
+			sql, args := sc.raw(qs[i], i)
+			runRaw(sql, args, cmp.Or(sc.ef, ef))
+		})
 		// Raw SQL through pgx, the same statement in the same kind of
 		// transaction; returns each query's latency and the ids it found.
 		raw := func(efv int) ([]time.Duration, [][]string) {
