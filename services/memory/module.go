@@ -55,6 +55,8 @@ type Config struct {
 	// index of migration 00006: 0.92 at 100, 0.94 at 150, 0.96 at 200, 0.97 at
 	// 300, 0.98 at 400 (the unfenced index of 00004 needed 400 for 0.96). The
 	// issue's floor is 0.95; the cost of a scan grows about linearly with it.
+	// A tenant of 1M memories (plus 1M of others) needs more: 0.90 at 250,
+	// 0.93 at 400, 0.95 at 600, 0.96 at 800 (docs/benchmarks.md, round 6).
 	EfSearch int
 	// ExactScanRows: a vector search whose scope holds at most this many
 	// embedded rows (a filter, an identity, or a whole tenant that small) is
