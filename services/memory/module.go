@@ -236,16 +236,19 @@ func (m *Module) Stop(ctx context.Context) error {
 }
 
 // every runs fn at each tick until ctx ends; errors are logged by fn's owner and
-// never stop the loop.
+// never stop the loop. The first pass comes one interval after the start, not
+// at it: a restarted process waits at most an interval for its background work,
+// and a test that drives the passes by hand (with intervals of an hour) has
+// them to itself; a pass at the start raced its first writes.
 func every(ctx context.Context, d time.Duration, fn func(context.Context) error) error {
 	t := time.NewTicker(d)
 	defer t.Stop()
 	for {
-		_ = fn(ctx)
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-t.C:
 		}
+		_ = fn(ctx)
 	}
 }
